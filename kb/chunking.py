@@ -1,0 +1,208 @@
+"""Split a document's text into passages that fit the embedding model's window.
+
+Passages follow the text's own structure: paragraphs are packed whole while they
+fit; a paragraph too long for one passage is cut between sentences; only a
+sentence that alone exceeds the window is cut, at token boundaries. Every passage
+is a pair of character offsets into the original text, so citations are exact.
+
+Pure functions: token counting is injected, which keeps this module free of any
+model import and easy to property-test.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+# Counts tokens for a batch of strings (without special tokens).
+TokenCounter = Callable[[Sequence[str]], list[int]]
+# Returns the end offsets (relative to the string) of its tokens, for cutting.
+TokenEnds = Callable[[str], list[int]]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One passage: a span of the source text plus the headings it sits under."""
+
+    char_start: int
+    char_end: int
+    context: str = ""
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+# A sentence ends at . ! ? or … (optionally followed by closing quotes or brackets)
+# when whitespace and then something that can start a sentence follows.
+_SENTENCE_END = re.compile(
+    r"""[.!?…]+["'”’)\]]*(?=\s+["'“‘(\[]?[A-Z0-9])"""
+)
+# Abbreviations whose final period is not a sentence end.
+_ABBREVIATIONS = frozenset(
+    """mr mrs ms dr prof sr jr st vs etc e.g i.e cf al fig no nos vol pp p
+    inc ltd co corp dept univ gen col lt sgt rev hon jan feb mar apr jun jul aug
+    sep sept oct nov dec""".split()
+)
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+
+
+def paragraph_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Spans of non-blank paragraphs (separated by blank lines), whitespace trimmed."""
+    end = len(text) if end is None else end
+    spans = []
+    pos = start
+    for m in _PARAGRAPH_BREAK.finditer(text, start, end):
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, end))
+    return [s for s in (_trim(text, a, b) for a, b in spans) if s[0] < s[1]]
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Spans of the sentences in text[start:end], whitespace trimmed, covering all of it."""
+    end = len(text) if end is None else end
+    spans = []
+    pos = start
+    for m in _SENTENCE_END.finditer(text, start, end):
+        if _is_abbreviation(text, pos, m.start()):
+            continue
+        spans.append((pos, m.end()))
+        pos = m.end()
+    spans.append((pos, end))
+    return [s for s in (_trim(text, a, b) for a, b in spans) if s[0] < s[1]]
+
+
+def chunk_text(
+    text: str,
+    count_tokens: TokenCounter,
+    token_ends: TokenEnds,
+    *,
+    max_tokens: int,
+    overlap_tokens: int = 0,
+    markdown: bool = False,
+) -> list[Chunk]:
+    """Cut text into chunks of at most max_tokens tokens (context included).
+
+    overlap_tokens: when a paragraph has to be cut, the next chunk starts with as many
+    trailing sentences of the previous one as fit in this budget, so an answer that
+    straddles the cut is still seen whole by one chunk.
+    """
+    chunks: list[Chunk] = []
+    for sec_start, sec_end, context in _sections(text, markdown):
+        budget = max_tokens
+        if context:
+            budget -= count_tokens([context])[0] + 1
+            if budget < max_tokens // 2:  # absurd heading trail: keep the text's room
+                context, budget = "", max_tokens
+        chunks.extend(
+            _chunk_section(text, sec_start, sec_end, context, count_tokens, token_ends, budget, overlap_tokens)
+        )
+    return chunks
+
+
+def _chunk_section(text, start, end, context, count_tokens, token_ends, budget, overlap_tokens):
+    # Units are sentences tagged with their paragraph; oversized sentences are cut first.
+    units: list[tuple[int, int, int]] = []  # (start, end, paragraph number)
+    for para_no, (p_start, p_end) in enumerate(paragraph_spans(text, start, end)):
+        for s_start, s_end in sentence_spans(text, p_start, p_end):
+            units.append((s_start, s_end, para_no))
+    if not units:
+        return []
+    sizes = count_tokens([text[a:b] for a, b, _ in units])
+    pieces: list[tuple[int, int, int, int]] = []  # (start, end, paragraph, tokens)
+    for (a, b, para), size in zip(units, sizes):
+        if size <= budget:
+            pieces.append((a, b, para, size))
+        else:
+            pieces.extend(
+                (x, y, para, n) for x, y, n in _cut_long(text, a, b, count_tokens, token_ends, budget)
+            )
+
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(pieces):
+        # Pack pieces from i while the chunk stays within budget. Joining pieces adds
+        # at most one token per boundary in practice; count the real span to be sure.
+        j = i + 1
+        used = pieces[i][3]
+        while j < len(pieces) and used + pieces[j][3] + 1 <= budget:
+            used += pieces[j][3] + 1
+            j += 1
+        # Prefer ending on a paragraph boundary if one falls in the second half.
+        if j < len(pieces) and pieces[j][2] == pieces[j - 1][2]:
+            for cut in range(j - 1, i, -1):
+                if pieces[cut][2] != pieces[cut - 1][2] and cut - i >= (j - i + 1) // 2:
+                    j = cut
+                    break
+        while j > i + 1 and count_tokens([text[pieces[i][0]:pieces[j - 1][1]]])[0] > budget:
+            j -= 1
+        chunks.append(Chunk(pieces[i][0], pieces[j - 1][1], context))
+        if j >= len(pieces):
+            break
+        # Overlap only inside a paragraph: across a paragraph break the text changes topic.
+        nxt = j
+        if overlap_tokens and pieces[j][2] == pieces[j - 1][2]:
+            carried = 0
+            while nxt - 1 > i and pieces[nxt - 1][2] == pieces[j][2] and carried + pieces[nxt - 1][3] <= overlap_tokens:
+                carried += pieces[nxt - 1][3]
+                nxt -= 1
+        i = nxt
+    return chunks
+
+
+def _cut_long(text, start, end, count_tokens, token_ends, budget):
+    """Cut one oversized sentence at token boundaries, preferring whitespace."""
+    ends = [start + e for e in token_ends(text[start:end])]
+    first, pos = 0, start
+    while first < len(ends):
+        last = min(first + budget, len(ends)) - 1
+        while True:
+            cut = end if last == len(ends) - 1 else ends[last]
+            if cut < end:
+                space = text.rfind(" ", pos, cut)
+                if space > pos and bisect_right(ends, space) - first >= budget // 2:
+                    cut = space
+            a, b = _trim(text, pos, cut)
+            # Re-tokenising a cut span can add word pieces at its edge: re-count.
+            if last == first or count_tokens([text[a:b]])[0] <= budget:
+                break
+            last -= max(1, (last - first) // 10)
+        taken = max(1, bisect_right(ends, cut) - first)
+        if a < b:
+            yield a, b, count_tokens([text[a:b]])[0]
+        first += taken
+        pos = max(cut, ends[first - 1])
+
+
+def _sections(text: str, markdown: bool):
+    """(start, end, heading trail) for each stretch of text under the same headings."""
+    if not markdown:
+        yield 0, len(text), ""
+        return
+    trail: list[tuple[int, str]] = []
+    pos = 0
+    for m in _MD_HEADING.finditer(text):
+        yield pos, m.start(), " > ".join(t for _, t in trail)
+        level = len(m.group(1))
+        trail = [(lvl, t) for lvl, t in trail if lvl < level] + [(level, m.group(2).strip())]
+        pos = m.end()
+    yield pos, len(text), " > ".join(t for _, t in trail)
+
+
+def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
+    if text[dot] != ".":
+        return False
+    word_start = dot
+    while word_start > sentence_start and not text[word_start - 1].isspace():
+        word_start -= 1
+    word = text[word_start:dot].lower().lstrip("(\"'“‘")
+    # Single letters ("J. Smith") and listed abbreviations do not end sentences.
+    return len(word) == 1 and word.isalpha() or word in _ABBREVIATIONS
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end

