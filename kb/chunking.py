@@ -80,15 +80,18 @@ def chunk_text(
     max_tokens: int,
     overlap_tokens: int = 0,
     markdown: bool = False,
+    title: str = "",
 ) -> list[Chunk]:
     """Cut text into chunks of at most max_tokens tokens (context included).
 
     overlap_tokens: when a paragraph has to be cut, the next chunk starts with as many
     trailing sentences of the previous one as fit in this budget, so an answer that
-    straddles the cut is still seen whole by one chunk.
+    straddles the cut is still seen whole by one chunk. title (e.g. a record's title)
+    leads every chunk's context, as Markdown headings do.
     """
     chunks: list[Chunk] = []
     for sec_start, sec_end, context in _sections(text, markdown):
+        context = " > ".join(c for c in (title, context) if c)
         budget = max_tokens
         if context:
             budget -= count_tokens([context])[0] + 1

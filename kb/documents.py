@@ -14,8 +14,10 @@ from typing import Iterable, Iterator
 
 from .errors import BadInput
 
-# Extension -> kind. The kind decides how a document is chunked.
-SUPPORTED = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown"}
+def _readers():
+    from .readers import READERS  # readers import Section from here: import late
+
+    return READERS
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,27 @@ class SourceFile:
 
 
 @dataclass(frozen=True)
+class Section:
+    """A stretch of a document that is chunked on its own.
+
+    A text file is one section (its whole decoded text, so char offsets are file
+    offsets); a PDF has one per page, a JSONL file one per record.
+    """
+
+    text: str
+    first_line: int = 1  # line number in the source file of text's first line
+    page: int | None = None  # 1-based page (PDF)
+    record: str | None = None  # record id (JSONL)
+    title: str = ""  # shown with the passage and embedded as its context
+    markdown: bool = False  # headings travel with the passages under them
+
+
+@dataclass(frozen=True)
 class Document:
-    """A file's text, decoded exactly as `open(source, encoding="utf-8").read()` gives it."""
+    """A file read into sections; sha256 is of the file's bytes."""
 
     file: SourceFile
-    text: str
+    sections: list[Section]
     sha256: str
 
 
@@ -66,7 +84,7 @@ def discover(paths: Iterable[str | os.PathLike]) -> Discovery:
             raise BadInput(f"no such file or directory: {given}")
         explicit = not os.path.isdir(given)
         for source in _walk(given, result.skipped):
-            if SUPPORTED.get(Path(source).suffix.lower()) is None and not explicit:
+            if Path(source).suffix.lower() not in _readers() and not explicit:
                 result.ignored.append(source)
                 continue
             entry = _source_file(source, result.skipped)
@@ -77,21 +95,14 @@ def discover(paths: Iterable[str | os.PathLike]) -> Discovery:
 
 
 def read_document(file: SourceFile) -> Document:
-    """Read and decode one file; raises ValueError/OSError with a reason on failure."""
+    """Read one file with its format's reader; raises ValueError/OSError with a reason."""
     with open(file.abspath, "rb") as f:
         raw = f.read()
-    sha = hashlib.sha256(raw).hexdigest()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"not valid UTF-8 (byte {e.start})") from None
-    if "\x00" in text:
-        raise ValueError("binary file")
-    # Universal newlines, as Python's text mode reads it: citations index this text.
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.strip():
+    _, reader = _readers()[Path(file.abspath).suffix.lower()]
+    sections = [s for s in reader(raw, file.abspath) if s.text.strip()]
+    if not sections:
         raise ValueError("empty file")
-    return Document(file=file, text=text, sha256=sha)
+    return Document(file=file, sections=sections, sha256=hashlib.sha256(raw).hexdigest())
 
 
 def _walk(given: str, skipped: list[Skipped]) -> Iterator[str]:
@@ -113,10 +124,11 @@ def _walk(given: str, skipped: list[Skipped]) -> Iterator[str]:
 
 
 def _source_file(source: str, skipped: list[Skipped]) -> SourceFile | None:
-    kind = SUPPORTED.get(Path(source).suffix.lower())
-    if kind is None:
-        skipped.append(Skipped(source, f"unsupported file type (kb reads {', '.join(sorted(SUPPORTED))})"))
+    known = _readers().get(Path(source).suffix.lower())
+    if known is None:
+        skipped.append(Skipped(source, f"unsupported file type (kb reads {', '.join(sorted(_readers()))})"))
         return None
+    kind = known[0]
     try:
         st = os.stat(source)
     except OSError as e:

@@ -8,6 +8,7 @@ it, so commands that embed nothing never pay for torch.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -60,6 +61,10 @@ class SentenceTransformerEmbedder:
         return out
 
 
-def load_embedder(model: ModelFiles) -> Embedder:
-    """The embedder used to build and query indexes."""
+@lru_cache(maxsize=4)
+def load_embedder(model: ModelFiles, *, for_indexing: bool = False) -> Embedder:
+    """The embedder for building (for_indexing=True) or querying an index.
+
+    Cached per process: a script or test that runs many commands loads the model once.
+    """
     return SentenceTransformerEmbedder(model)

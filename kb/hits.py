@@ -18,6 +18,8 @@ class Hit:
     context: str  # headings the passage sits under (Markdown), else ""
     passage_id: int
     stale: bool  # the file changed since it was indexed: the citation may be off
+    page: int | None = None  # 1-based page, for PDFs
+    record: str | None = None  # record id, for JSONL files
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -25,4 +27,9 @@ class Hit:
     @property
     def citation(self) -> str:
         lines = f"{self.line_start}" if self.line_start == self.line_end else f"{self.line_start}-{self.line_end}"
-        return f"{self.source}:{lines}"
+        where = f"{self.source}:{lines}"
+        if self.record is not None:
+            where += f" #{self.record}"
+        if self.page is not None:
+            where += f" (page {self.page})"
+        return where

@@ -179,7 +179,7 @@ class KnowledgeBase:
                 store.set_meta(key, value)
             dimension = store.get_meta("dimension") if not len(vectors) else int(vectors.shape[1])
             if dimension is None:
-                dimension = self._get_embedder().dimension
+                dimension = self._get_embedder(for_indexing=True).dimension
             store.set_meta("dimension", dimension)
             store.set_meta("built_at", now)
             store.set_meta("generation", generation)
@@ -194,12 +194,12 @@ class KnowledgeBase:
         if not texts:
             return np.zeros((0, 0), np.float32)
         advance = progress(len(texts)) if progress else None
-        return self._get_embedder().embed(texts, progress=advance)
+        return self._get_embedder(for_indexing=True).embed(texts, progress=advance)
 
-    def _get_embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = load_embedder(packaged_model())
-        return self._embedder
+    def _get_embedder(self, *, for_indexing: bool = False) -> Embedder:
+        if self._embedder is not None:
+            return self._embedder
+        return load_embedder(packaged_model(), for_indexing=for_indexing)
 
     @contextmanager
     def _write_lock(self):
@@ -341,10 +341,10 @@ def _document_row(doc: Document, now: str) -> dict:
 
 def _passage_row(p: Passage) -> dict:
     return {"text": p.text, "context": p.context, "char_start": p.char_start, "char_end": p.char_end,
-            "line_start": p.line_start, "line_end": p.line_end}
+            "line_start": p.line_start, "line_end": p.line_end, "page": p.page, "record": p.record}
 
 
 def _hit(rank: int, score: float, p: StoredPassage, stale: bool) -> Hit:
     return Hit(rank=rank, score=round(score, 6), text=p.text, source=p.source, line_start=p.line_start,
                line_end=p.line_end, char_start=p.char_start, char_end=p.char_end, context=p.context,
-               passage_id=p.id, stale=stale)
+               passage_id=p.id, stale=stale, page=p.page, record=p.record)

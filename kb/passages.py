@@ -6,7 +6,7 @@ from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
 from .chunking import chunk_text
-from .documents import Document
+from .documents import Document, Section
 from .model import TokenCounter
 
 
@@ -27,12 +27,14 @@ class ChunkSettings:
 
 @dataclass(frozen=True)
 class Passage:
-    text: str  # exactly document.text[char_start:char_end]
-    context: str  # heading trail for Markdown, embedded with the text but not cited
+    text: str  # exactly section.text[char_start:char_end] (for text files: the file's text)
+    context: str  # title and heading trail, embedded with the text but not cited
     char_start: int
     char_end: int
-    line_start: int  # 1-based, inclusive
+    line_start: int  # 1-based, inclusive, in the source file
     line_end: int
+    page: int | None = None
+    record: str | None = None
 
     @property
     def embedding_text(self) -> str:
@@ -40,24 +42,32 @@ class Passage:
 
 
 def make_passages(document: Document, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
-    text = document.text
+    return [p for section in document.sections for p in _section_passages(section, counter, settings)]
+
+
+def _section_passages(section: Section, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
+    text = section.text
     chunks = chunk_text(
         text,
         counter.count,
         counter.token_ends,
         max_tokens=settings.max_tokens,
         overlap_tokens=settings.overlap_tokens,
-        markdown=document.file.kind == "markdown",
+        markdown=section.markdown,
+        title=section.title,
     )
     newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+    first = section.first_line
     return [
         Passage(
             text=text[c.char_start : c.char_end],
             context=c.context,
             char_start=c.char_start,
             char_end=c.char_end,
-            line_start=bisect_right(newlines, c.char_start - 1) + 1,
-            line_end=bisect_right(newlines, c.char_end - 1) + 1,
+            line_start=first + bisect_right(newlines, c.char_start - 1),
+            line_end=first + bisect_right(newlines, c.char_end - 1),
+            page=section.page,
+            record=section.record,
         )
         for c in chunks
     ]

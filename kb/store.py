@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS passages (
     char_start INTEGER NOT NULL,
     char_end INTEGER NOT NULL,
     line_start INTEGER NOT NULL,
-    line_end INTEGER NOT NULL
+    line_end INTEGER NOT NULL,
+    page INTEGER,
+    record TEXT
 );
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages(document_id);
 CREATE TABLE IF NOT EXISTS vectors (
@@ -76,6 +78,8 @@ class StoredPassage:
     char_end: int
     line_start: int
     line_end: int
+    page: int | None
+    record: str | None
 
 
 class Store:
@@ -148,9 +152,10 @@ class Store:
         ids = []
         for ordinal, p in enumerate(passages):
             cur = self.conn.execute(
-                "INSERT INTO passages(document_id, ordinal, text, context, char_start, char_end, line_start, line_end)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (doc_id, ordinal, p["text"], p["context"], p["char_start"], p["char_end"], p["line_start"], p["line_end"]),
+                "INSERT INTO passages(document_id, ordinal, text, context, char_start, char_end,"
+                " line_start, line_end, page, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc_id, ordinal, p["text"], p["context"], p["char_start"], p["char_end"],
+                 p["line_start"], p["line_end"], p["page"], p["record"]),
             )
             ids.append(cur.lastrowid)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -184,7 +189,7 @@ class Store:
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(
             "SELECT p.id, p.document_id, d.source, d.abspath, d.size, d.mtime_ns, p.text, p.context,"
-            " p.char_start, p.char_end, p.line_start, p.line_end"
+            " p.char_start, p.char_end, p.line_start, p.line_end, p.page, p.record"
             f" FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.id IN ({marks})",
             [int(i) for i in ids],
         )

@@ -1,0 +1,23 @@
+"""File formats: each reader turns a file's bytes into the sections kb chunks.
+
+A reader is `read(raw: bytes, path: str) -> list[Section]`; it raises ValueError with
+a short reason ("not valid UTF-8", "encrypted PDF") when the file cannot be used.
+To add a format, write a module here and register its extensions in READERS.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..documents import Section
+from . import text
+
+Reader = Callable[[bytes, str], "list[Section]"]
+
+# Extension (lower case, with dot) -> (kind, reader). The kind is stored and shown.
+READERS: dict[str, tuple[str, Reader]] = {
+    ".txt": ("text", text.read_text),
+    ".text": ("text", text.read_text),
+    ".md": ("markdown", text.read_markdown),
+    ".markdown": ("markdown", text.read_markdown),
+}

@@ -1,0 +1,63 @@
+"""Shared fixtures: one real model per test session, real FAISS, real files on disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTICLE = ROOT / "corpus" / "junior-doctors-strike.txt"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """kb's per-user cache goes to a temp dir, so tests never touch ~/.cache."""
+    os.environ["KB_CACHE_DIR"] = str(tmp_path_factory.mktemp("kb-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def model():
+    from kb.model import packaged_model
+
+    return packaged_model()
+
+
+@pytest.fixture(scope="session")
+def embedder(model):
+    """The real packaged model, loaded once for the whole session."""
+    from kb.embedding import load_embedder
+
+    return load_embedder(model, for_indexing=True)
+
+
+@pytest.fixture(scope="session")
+def article_index(tmp_path_factory, embedder):
+    """An index of the shipped article, built once; tests must not modify it."""
+    from kb import KnowledgeBase
+
+    work = tmp_path_factory.mktemp("article")
+    corpus = work / "corpus"
+    corpus.mkdir()
+    shutil.copy(ARTICLE, corpus / ARTICLE.name)
+    index_dir = work / "index"
+    KnowledgeBase(index_dir).index([corpus])
+    return index_dir
+
+
+@pytest.fixture
+def article_kb(article_index):
+    from kb import KnowledgeBase
+
+    return KnowledgeBase(article_index)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in a fresh directory, as a user would in their own folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KB_INDEX", raising=False)
+    return tmp_path
