@@ -8,11 +8,13 @@ it, so commands that embed nothing never pay for torch.
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from .errors import BadInput, KbError
 from .model import ModelFiles, offline_environment
 
 Progress = Callable[[int], None]  # called with the number of texts just embedded
@@ -61,10 +63,51 @@ class SentenceTransformerEmbedder:
         return out
 
 
-@lru_cache(maxsize=4)
+BACKENDS = ("auto", "onnx", "torch")
+
+
 def load_embedder(model: ModelFiles, *, for_indexing: bool = False) -> Embedder:
     """The embedder for building (for_indexing=True) or querying an index.
 
-    Cached per process: a script or test that runs many commands loads the model once.
+    The ONNX export in kb's cache is used whenever it reproduces the reference vectors:
+    it gives the same vectors faster and without importing torch. sentence-transformers
+    is loaded only to export it (once per model and user) or when it is unusable, with a
+    note on stderr. KB_EMBEDDER=onnx|torch forces a backend (onnx: fail rather than fall
+    back). Cached per process: a script or test that runs many commands loads the model once.
     """
-    return SentenceTransformerEmbedder(model)
+    backend = os.environ.get("KB_EMBEDDER") or "auto"
+    if backend not in BACKENDS:
+        raise BadInput(f"KB_EMBEDDER must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    from .onnx_embedder import onnx_path
+
+    # Keyed on the file's location too, so pointing KB_CACHE_DIR elsewhere is honoured.
+    return _load_embedder(model, for_indexing, backend, onnx_path(model))
+
+
+@lru_cache(maxsize=4)
+def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path) -> Embedder:
+    from .onnx_embedder import OnnxEmbedder, OnnxUnavailable, export_onnx
+
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model)
+    try:
+        return OnnxEmbedder(model, path, full_check=for_indexing)
+    except OnnxUnavailable as e:
+        problem = str(e)
+        # A first `kb index` exporting the model is routine; anything else deserves a word.
+        if not (for_indexing and not path.exists()):
+            _note(f"{problem}; using sentence-transformers and exporting the model again")
+    reference = SentenceTransformerEmbedder(model)
+    try:
+        export_onnx(reference.st_model, path)
+        return OnnxEmbedder(model, path, full_check=True)
+    except Exception as e:  # any failure to export leaves the reference backend, never a wrong answer
+        problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        if backend == "onnx":
+            raise KbError(f"the ONNX embedder is unavailable: {problem}") from None
+        _note(f"could not export the model to ONNX ({problem}); using sentence-transformers")
+    return reference
+
+
+def _note(message: str) -> None:
+    print(f"kb: note: {message}", file=sys.stderr)

@@ -52,6 +52,7 @@ class IndexBusy(KbError):
 EXIT_SKIPPED_FILES = 7
 
 EXIT_CODES_HELP = """\
+\b
 Exit codes:
   0  success
   1  no results (nothing cleared --min-score)

@@ -28,6 +28,7 @@ from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
 from .hits import Hit
 from .model import ModelFiles, TokenCounter, packaged_model
 from .passages import ChunkSettings, Passage, make_passages
+from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage
 
 DB_NAME = "kb.sqlite"
@@ -222,36 +223,39 @@ class KnowledgeBase:
                 path.unlink(missing_ok=True)
 
     # -- asking ---------------------------------------------------------------------
-    def ask(self, question: str, k: int = 5) -> list[Hit]:
-        """The k passages that answer the question best, best first."""
-        return self.ask_many([question], k)[0]
+    def ask(self, question: str, k: int = 5, **options) -> list[Hit]:
+        """The k passages that answer the question best, best first (options as ask_many)."""
+        return self.ask_many([question], k, **options)[0]
 
-    def ask_many(self, questions: Sequence[str], k: int = 5) -> list[list[Hit]]:
-        """Answer several questions with one batched embedding and one FAISS search."""
+    def ask_many(
+        self,
+        questions: Sequence[str],
+        k: int = 5,
+        *,
+        mode: str = DEFAULT_MODE,
+        min_score: float | None = None,
+        paths: Sequence[str] = (),
+        mmr: float | None = None,
+        **tuning,
+    ) -> list[list[Hit]]:
+        """Answer several questions with one batched embedding and one FAISS search.
+
+        mode: "hybrid" (default), "dense" or "lexical" (needs no model); min_score drops
+        weaker hits (a question may then get none); paths: globs, any of which a hit's
+        file must match, applied before the top k; mmr: a lambda in [0, 1] that trades
+        relevance for diversity. See kb.search for what scores mean.
+        """
         if k < 1:
             raise BadInput("k must be at least 1")
         for q in questions:
             if not q or not q.strip():
                 raise BadInput("the question is empty")
+        options = SearchOptions(mode=mode, min_score=min_score, paths=tuple(paths), mmr=mmr, **tuning)
+        options.check()
         reader = self._open_reader()
-        queries = self._get_embedder().embed([q.strip() for q in questions])
-        # Ask FAISS for extra hits so dropping passages of deleted files still leaves k.
-        scores, ids = vector_index.search(reader.index, queries, k + 10)
-        passages = reader.store.passages(sorted({int(i) for i in ids.ravel() if i >= 0}))
-        freshness = _Freshness()
-        results = []
-        for row_scores, row_ids in zip(scores, ids):
-            hits: list[Hit] = []
-            for score, pid in zip(row_scores, row_ids):
-                p = passages.get(int(pid))
-                if p is None or len(hits) == k:
-                    continue
-                state = freshness.check(p)
-                if state == "gone":
-                    continue
-                hits.append(_hit(len(hits) + 1, float(score), p, stale=state == "stale"))
-            results.append(hits)
-        return results
+        embed = None if mode == "lexical" else self._get_embedder().embed
+        return search(reader.store, reader.index, [q.strip() for q in questions], k, options, embed=embed,
+                      freshness=_Freshness().check)
 
     def info(self) -> dict:
         """What the index holds and how it was built (no model is loaded)."""
@@ -343,8 +347,3 @@ def _passage_row(p: Passage) -> dict:
     return {"text": p.text, "context": p.context, "char_start": p.char_start, "char_end": p.char_end,
             "line_start": p.line_start, "line_end": p.line_end, "page": p.page, "record": p.record}
 
-
-def _hit(rank: int, score: float, p: StoredPassage, stale: bool) -> Hit:
-    return Hit(rank=rank, score=round(score, 6), text=p.text, source=p.source, line_start=p.line_start,
-               line_end=p.line_end, char_start=p.char_start, char_end=p.char_end, context=p.context,
-               passage_id=p.id, stale=stale, page=p.page, record=p.record)

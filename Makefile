@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install into .venv, index corpus/, ask a sample question
+#   make test   install into .venv (with test tools), run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+QUESTION ?= Why did junior doctors vote to strike, and what could avert it?
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: this takes the CPU wheel, never a multi-GB CUDA build.
+	$(VENV)/bin/pip install --quiet "torch==2.13.0"
+	$(VENV)/bin/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/kb index corpus
+	$(VENV)/bin/kb ask "$(QUESTION)" -k 3
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) index/kb.sqlite* index/vectors.*.faiss index/.kb.lock
