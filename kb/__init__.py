@@ -3,7 +3,9 @@
 The pipeline, one module per arrow:
 
     files --documents--> Document --passages/chunking--> Passage --embedding--> vectors
-        --store (SQLite truth) + vector_index (FAISS)--> KnowledgeBase.ask --> Hit
+        --store (SQLite truth, with lexical FTS5 BM25) + vector_index (FAISS)
+        --search (dense + lexical, fusion, merged overlaps, best sentence)--> Hit
+    evaluate: `kb eval` scores all of it on BEIR-layout datasets.
 
 Importing kb is light: torch and sentence-transformers load only when text is embedded.
 """

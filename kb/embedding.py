@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -85,7 +86,7 @@ def load_embedder(model: ModelFiles, *, for_indexing: bool = False) -> Embedder:
 
 
 @lru_cache(maxsize=4)
-def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path) -> Embedder:
+def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Path) -> Embedder:
     from .onnx_embedder import OnnxEmbedder, OnnxUnavailable, export_onnx
 
     if backend == "torch":
@@ -93,10 +94,9 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path) ->
     try:
         return OnnxEmbedder(model, path, full_check=for_indexing)
     except OnnxUnavailable as e:
-        problem = str(e)
         # A first `kb index` exporting the model is routine; anything else deserves a word.
         if not (for_indexing and not path.exists()):
-            _note(f"{problem}; using sentence-transformers and exporting the model again")
+            _note(f"{e}; using sentence-transformers this time and exporting the model for next time")
     reference = SentenceTransformerEmbedder(model)
     try:
         export_onnx(reference.st_model, path)
@@ -105,7 +105,7 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path) ->
         problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         if backend == "onnx":
             raise KbError(f"the ONNX embedder is unavailable: {problem}") from None
-        _note(f"could not export the model to ONNX ({problem}); using sentence-transformers")
+        _note(f"still no usable ONNX model ({problem}); using sentence-transformers")
     return reference
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class Hit:
     rank: int
-    score: float  # cosine similarity of question and passage, in [-1, 1]
+    score: float  # what ranked it: `fused` in hybrid mode, else `dense` or `lexical` (see kb.search)
     text: str
     source: str  # path as given to `kb index` (relative to where it ran), or absolute
     line_start: int
@@ -20,6 +20,18 @@ class Hit:
     stale: bool  # the file changed since it was indexed: the citation may be off
     page: int | None = None  # 1-based page, for PDFs
     record: str | None = None  # record id, for JSONL files
+    dense: float | None = None  # cosine similarity of question and passage, in [-1, 1]
+    lexical: float | None = None  # BM25 as a share of the most the question's terms allow, in [0, 1)
+    fused: float | None = None  # hybrid mode: the weighted sum of dense and lexical
+    sentence_start: int | None = None  # the sentence that best answers the question,
+    sentence_end: int | None = None  # as char offsets like char_start/char_end
+
+    @property
+    def sentence(self) -> str:
+        """The best-answering sentence (the whole passage when none was chosen)."""
+        if self.sentence_start is None or self.sentence_end is None:
+            return self.text
+        return self.text[self.sentence_start - self.char_start : self.sentence_end - self.char_start]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import vector_index
-from .documents import Document, Skipped, SourceFile, discover, read_document
+from .documents import DEFAULT_MAX_FILE_SIZE, Document, Skipped, SourceFile, discover, read_document
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
 from .hits import Hit
@@ -45,6 +47,7 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     ignored: int = 0  # files of types kb does not read
+    excluded: int = 0  # files and folders matched by .gitignore/.kbignore rules
     skipped: list[Skipped] = field(default_factory=list)
     documents: int = 0
     passages: int = 0
@@ -61,6 +64,7 @@ class IndexReport:
             "removed": self.removed,
             "unchanged": self.unchanged,
             "ignored": self.ignored,
+            "excluded": self.excluded,
             "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
             "passages_embedded": self.passages_embedded,
             "seconds": round(self.seconds, 3),
@@ -98,29 +102,47 @@ class KnowledgeBase:
         settings: ChunkSettings | None = None,
         rebuild: bool = False,
         progress: ProgressStart | None = None,
+        max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
         Only new or changed files are read and embedded (a stat check, then the content
         hash); passages of files no longer present are dropped. The new state becomes
         visible in one SQLite commit, so a failed or killed run leaves the previous
-        index as it was.
+        index as it was. Files over max_file_size bytes (None: no cap) are skipped.
         """
         started = time.perf_counter()
         report = IndexReport()
-        found = discover(paths)
+        found = discover(paths, max_file_size=max_file_size)
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
+        report.excluded = len(found.excluded)
         self.index_dir.mkdir(parents=True, exist_ok=True)
         with self._write_lock():
-            store = Store(self.db_path, create=True)
+            store = self._open_for_writing(rebuild)
             try:
                 self._update(store, found.files, settings, rebuild, progress, report)
+            except sqlite3.DatabaseError as e:
+                raise CorruptIndex(f"index database {self.db_path} is damaged ({e}); run `kb index --rebuild`") from None
             finally:
                 store.close()
         self._reader = None
         report.seconds = time.perf_counter() - started
         return report
+
+    def _open_for_writing(self, rebuild: bool) -> Store:
+        try:
+            store = Store(self.db_path, create=True)
+            if not rebuild or store.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return store
+            store.close()
+        except (CorruptIndex, IndexMismatch, sqlite3.DatabaseError):
+            if not rebuild:
+                raise
+        # --rebuild of an index this kb cannot read: it holds nothing worth keeping.
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        return Store(self.db_path, create=True)
 
     def _update(self, store, files, settings, rebuild, progress, report) -> None:
         model = packaged_model()
@@ -147,6 +169,9 @@ class KnowledgeBase:
             except (OSError, ValueError) as e:
                 report.skipped.append(Skipped(f.source, getattr(e, "strerror", None) or str(e)))
                 continue
+            except Exception as e:  # a parser's bug on one odd file must not cost the run
+                report.skipped.append(Skipped(f.source, f"could not be read ({type(e).__name__}: {str(e)[:80]})"))
+                continue
             if old and old.sha256 == doc.sha256:
                 report.unchanged += 1
                 touched.append((old.id, f))
@@ -162,6 +187,7 @@ class KnowledgeBase:
         texts = [p.embedding_text for _, ps in chunked for p in ps]
         vectors = self._embed(texts, progress)
         report.passages_embedded = len(texts)
+        _crash_point("embedded")
 
         generation = (store.get_meta("generation") or 0) + 1
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -176,6 +202,7 @@ class KnowledgeBase:
                 store.add_document(_document_row(doc, now), [_passage_row(p) for p in passages],
                                    vectors[offset : offset + len(passages)])
                 offset += len(passages)
+            _crash_point("writing")
             for key, value in built_with.items():
                 store.set_meta(key, value)
             dimension = store.get_meta("dimension") if not len(vectors) else int(vectors.shape[1])
@@ -188,8 +215,12 @@ class KnowledgeBase:
             # generation has its file; a crash here leaves an orphan, never a gap.
             ids, all_vectors = store.all_vectors(dimension)
             vector_index.write(vector_index.build(ids, all_vectors), self._faiss_path(generation))
+            _crash_point("faiss-written")
+        _crash_point("committed")
         self._remove_old_faiss(keep=generation)
         report.documents, report.passages = store.counts()
+        if gone or todo:
+            store.reclaim_space()
 
     def _embed(self, texts: Sequence[str], progress: ProgressStart | None) -> np.ndarray:
         if not texts:
@@ -218,7 +249,8 @@ class KnowledgeBase:
         return self.index_dir / f"vectors.{generation}.faiss"
 
     def _remove_old_faiss(self, keep: int) -> None:
-        for path in self.index_dir.glob("vectors.*.faiss"):
+        # Also half-written temp files of runs that were killed (we hold the lock).
+        for path in [*self.index_dir.glob("vectors.*.faiss"), *self.index_dir.glob(".vectors.*.tmp")]:
             if path != self._faiss_path(keep):
                 path.unlink(missing_ok=True)
 
@@ -330,6 +362,12 @@ class _Freshness:
             except OSError:
                 self._seen[p.abspath] = "gone"
         return self._seen[p.abspath]
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the crash-safety tests: KB_CRASH_AT=name kills this process here."""
+    if os.environ.get("KB_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _stored_settings(store: Store) -> ChunkSettings | None:

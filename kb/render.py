@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from itertools import groupby
 from typing import Sequence
 
 import click
@@ -32,11 +33,51 @@ def hits_text(question: str, hits: Sequence[Hit], *, color: bool, show_question:
         out.append(click.style(head, fg="cyan", bold=True) if color else head)
         if h.context:
             out.append(click.style(f"   {h.context}", dim=True) if color else f"   {h.context}")
-        for para in h.text.split("\n"):
-            if para.strip():
-                out.append(textwrap.fill(para, width=width, initial_indent="   ", subsequent_indent="   "))
+        out.extend(_passage_lines(h, width, color))
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+_MARK_ON, _MARK_OFF = "\ue000", "\ue001"  # private-use characters: never in real text
+
+
+def _passage_lines(h: Hit, width: int, color: bool) -> list[str]:
+    """The passage wrapped; on a terminal, its best-answering sentence in bold yellow."""
+    text = h.text
+    if color and h.sentence_start is not None and h.sentence_end is not None:
+        a, b = h.sentence_start - h.char_start, h.sentence_end - h.char_start
+        text = text[:a] + _MARK_ON + text[a:b] + _MARK_OFF + text[b:]
+    lines, inside = [], False
+    for para in text.split("\n"):
+        if not para.strip().strip(_MARK_ON + _MARK_OFF):
+            inside = (inside or _MARK_ON in para) and _MARK_OFF not in para
+            continue
+        for line in textwrap.wrap(para, width=width, initial_indent="   ", subsequent_indent="   "):
+            # Style each wrapped line on its own, so a highlight never bleeds past a line.
+            pieces, styled = [], inside
+            for ch in line:
+                if ch in (_MARK_ON, _MARK_OFF):
+                    styled = ch == _MARK_ON
+                    continue
+                pieces.append((ch, styled))
+            inside = styled
+            runs = groupby(pieces, key=lambda piece: piece[1])
+            lines.append("".join(click.style(t, fg="yellow", bold=True) if on else t
+                                 for on, t in ((on, "".join(c for c, _ in run)) for on, run in runs)))
+    return lines
+
+
+def eval_text(result: dict) -> str:
+    """`kb eval` as a table: one column per mode."""
+    modes = list(result["modes"])
+    metrics = list(dict.fromkeys(m for row in result["modes"].values() for m in row))
+    head = f"{result['dataset']} ({result['split']}, {result['queries']} queries, index {result['index']})"
+    width = max(12, *(len(m) + 2 for m in modes))
+    rows = [head, f"{'':<20}" + "".join(f"{m:>{width}}" for m in modes)]
+    for metric in metrics:
+        cells = [result["modes"][m].get(metric) for m in modes]
+        rows.append(f"{metric:<20}" + "".join(f"{'' if v is None else v:>{width}}" for v in cells))
+    return "\n".join(rows)
 
 
 def report_text(report: IndexReport, index_dir: str) -> str:
@@ -44,13 +85,15 @@ def report_text(report: IndexReport, index_dir: str) -> str:
     changes = [f"{n} {what}" for n, what in (
         (len(report.added), "added"), (len(report.changed), "changed"),
         (len(report.removed), "removed"), (report.unchanged, "unchanged"),
-    ) if n]
+    )]  # all four, zeros too: a script or a person can rely on the wording
     if report.rebuilt:
         changes.insert(0, "rebuilt")
     if changes:
         parts.append(": " + ", ".join(changes))
     if report.ignored:
         parts.append(f"; {report.ignored} files of other types ignored")
+    if report.excluded:
+        parts.append(f"; {report.excluded} excluded by ignore files")
     if report.skipped:
         parts.append(f"; {len(report.skipped)} skipped")
     return "".join(parts)

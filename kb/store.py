@@ -51,6 +51,18 @@ CREATE TABLE IF NOT EXISTS vectors (
     passage_id INTEGER PRIMARY KEY REFERENCES passages(id) ON DELETE CASCADE,
     vector BLOB NOT NULL
 );
+-- BM25 over the same passages (kb.lexical). Triggers keep it in the transaction that
+-- writes the passages, so the lexical index is never stale and needs no rebuild.
+CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
+    context, text, content='passages', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
+    INSERT INTO passages_fts(rowid, context, text) VALUES (new.id, new.context, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
+    INSERT INTO passages_fts(passages_fts, rowid, context, text) VALUES ('delete', old.id, old.context, old.text);
+END;
 """
 
 
@@ -97,7 +109,10 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
             if create:
                 self.conn.execute("PRAGMA journal_mode = WAL")
+                had_fts = self.has_lexical()
                 self.conn.executescript(_SCHEMA)
+                if not had_fts:  # an index from before kb.lexical: fill it from the passages
+                    self.conn.execute("INSERT INTO passages_fts(passages_fts) VALUES ('rebuild')")
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise CorruptIndex(f"index database {path} is unreadable ({e}); run `kb index --rebuild`") from None
@@ -124,6 +139,20 @@ class Store:
 
     def all_meta(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def reclaim_space(self, free_fraction: float = 0.25) -> bool:
+        """VACUUM (outside any transaction) when deletes left over free_fraction of the file unused.
+
+        SQLite keeps freed pages for reuse, so without this an index whose files were
+        mostly deleted would never shrink on disk. Skipped after small changes, where
+        rewriting the whole file would cost more than the space is worth.
+        """
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if free < 64 or free <= pages * free_fraction:
+            return False
+        self.conn.execute("VACUUM")
+        return True
 
     # -- writes (call inside `with store.transaction():`) ------------------------
     def transaction(self) -> "_Transaction":
@@ -165,6 +194,11 @@ class Store:
         return doc_id
 
     # -- reads --------------------------------------------------------------------
+    def has_lexical(self) -> bool:
+        """Whether this index has its BM25 table (indexes built before kb.lexical do not)."""
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'passages_fts'").fetchone()
+        return row is not None
+
     def documents(self) -> dict[str, StoredDocument]:
         rows = self.conn.execute("SELECT id, abspath, source, size, mtime_ns, sha256 FROM documents")
         return {r[1]: StoredDocument(*r) for r in rows}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..documents import Section
-from . import text
+from . import docx, html, jsonl, pdf, text
 
 Reader = Callable[[bytes, str], "list[Section]"]
 
@@ -20,4 +20,10 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".text": ("text", text.read_text),
     ".md": ("markdown", text.read_markdown),
     ".markdown": ("markdown", text.read_markdown),
+    ".jsonl": ("jsonl", jsonl.read_jsonl),
+    ".html": ("html", html.read_html),
+    ".htm": ("html", html.read_html),
+    ".xhtml": ("html", html.read_html),
+    ".pdf": ("pdf", pdf.read_pdf),
+    ".docx": ("docx", docx.read_docx),
 }

@@ -1,0 +1,71 @@
+"""Retrieval quality per mode on SciFact (train and test) and XQuAD, via `kb eval`'s library.
+
+    .venv/bin/python bench/quality.py [--scifact DIR] [--xquad DIR] [--cache DIR] [--json]
+
+Defaults read ../shared/data/{scifact,xquad-en} relative to the repo root. Each corpus is
+indexed once (cached under --cache, default kb's user cache) and every later run only
+asks questions. Prints the machine, library versions and one table per dataset/split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kb.evaluate import evaluate  # noqa: E402
+from kb.model import cache_dir  # noqa: E402
+from kb.render import eval_text  # noqa: E402
+
+MODES = ["dense", "lexical", "hybrid", "hybrid-rrf", "hybrid-minmax"]
+
+
+def machine() -> dict:
+    versions = {}
+    for package in ("kb", "numpy", "faiss-cpu", "onnxruntime", "torch", "sentence-transformers", "ranx"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    import sqlite3
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version, **versions}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scifact", default=str(ROOT.parent / "shared" / "data" / "scifact"))
+    parser.add_argument("--xquad", default=str(ROOT.parent / "shared" / "data" / "xquad-en"))
+    parser.add_argument("--cache", default=str(cache_dir() / "bench"), help="where built indexes are kept")
+    parser.add_argument("--mode", action="append", help=f"modes to run (default: {', '.join(MODES)})")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")  # numba's type-safety chatter from ranx
+
+    runs = [("scifact", args.scifact, "train"), ("scifact", args.scifact, "test"), ("xquad", args.xquad, "test")]
+    report = {"machine": machine(), "results": []}
+    if not args.json:
+        print(" ".join(f"{k}={v}" for k, v in report["machine"].items()))
+    for name, path, split in runs:
+        result = evaluate(path, split=split, modes=args.mode or MODES, cache=Path(args.cache) / name)
+        report["results"].append(result)
+        if not args.json:
+            print()
+            print(eval_text(result))
+    if args.json:
+        print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

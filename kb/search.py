@@ -1,0 +1,310 @@
+"""Questions -> hits: dense and lexical candidates, fusion, clean-up, best sentence.
+
+    dense (FAISS cosine) --+
+                           +--> fuse --> drop gone files --> merge overlapping passages
+    lexical (FTS5 BM25) ---+        --> --min-score --> MMR (optional) --> top k --> best sentence
+
+Scores (Hit.score is the one the mode ranks by):
+- dense: cosine similarity of question and passage embeddings, in [-1, 1];
+- lexical: BM25 divided by the most the question's terms allow (kb.lexical), in [0, 1);
+- hybrid (default): weight * dense + (1 - weight) * lexical. Both parts are absolute,
+  not rescaled per question, so a fused score means the same thing for every question
+  and --min-score is one threshold for all. Each part is computed exactly for every
+  candidate, including those only one retriever found.
+Path filters restrict both retrievers before their top-k, so k hits still come back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import fusion
+from .chunking import sentence_spans
+from .errors import BadInput
+from .hits import Hit
+from .lexical import Lexical, query_terms
+from .store import Store, StoredPassage
+
+MODES = ("dense", "lexical", "hybrid")
+FUSIONS = ("convex", "minmax", "rrf")
+DEFAULT_MODE = "hybrid"
+DEFAULT_FUSION = "convex"
+DEFAULT_WEIGHT = 0.5  # share of the dense part in convex fusion
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+Freshness = Callable[[StoredPassage], str]  # -> "fresh" | "stale" | "gone"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search; the defaults are what won on SciFact train and XQuAD."""
+
+    mode: str = DEFAULT_MODE
+    fusion: str = DEFAULT_FUSION
+    weight: float = DEFAULT_WEIGHT
+    min_score: float | None = None  # drop hits scoring below this
+    paths: tuple[str, ...] = ()  # globs on the cited or absolute path; any may match
+    mmr: float | None = None  # MMR lambda in [0, 1] (1 = relevance only); None = off
+    merge_overlaps: bool = True
+    best_sentence: bool = True
+    pool: int = 50  # candidates each retriever contributes, at least 3k
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise BadInput(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.fusion not in FUSIONS:
+            raise BadInput(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise BadInput("the dense weight must be between 0 and 1")
+        if self.mmr is not None and not 0.0 <= self.mmr <= 1.0:
+            raise BadInput("--mmr must be between 0 and 1")
+
+
+@dataclass
+class _Candidate:
+    passage: StoredPassage
+    score: float
+    dense: float | None
+    lexical: float | None
+    fused: float | None
+    text: str
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+
+
+def search(
+    store: Store,
+    index,
+    questions: Sequence[str],
+    k: int,
+    options: SearchOptions,
+    *,
+    embed: Embed | None,
+    freshness: Freshness,
+) -> list[list[Hit]]:
+    """The k best hits for each question (an empty list when nothing qualifies)."""
+    options.check()
+    use_dense = options.mode != "lexical"
+    if use_dense and embed is None:
+        raise BadInput(f"{options.mode} mode needs the embedding model")
+    lexical = Lexical(store.conn)
+    within, params = _path_condition(options.paths)
+    allowed = _allowed_ids(store, within, params) if options.paths else None
+    if allowed is not None and not len(allowed):
+        return [[] for _ in questions]
+    pool = max(options.pool, 3 * k)
+
+    vectors = embed(questions) if use_dense else None
+    dense_lists = _dense_search(index, vectors, pool, allowed) if use_dense else [[] for _ in questions]
+    scored = []
+    for n, question in enumerate(questions):
+        terms = query_terms(question)
+        lexical_list = lexical.search(terms, pool, within=within, params=params) if options.mode != "dense" else []
+        scored.append(_score(options, index, lexical, terms, vectors[n] if use_dense else None,
+                             dense_lists[n], lexical_list))
+
+    passages = store.passages(sorted({i for s in scored for i in s}))
+    results = []
+    for n, scores in enumerate(scored):
+        candidates = []
+        for pid, score in fusion.ranked({i: p[0] for i, p in scores.items()}):
+            p = passages.get(pid)
+            if p is None or freshness(p) == "gone":
+                continue
+            _, dense, lex, fused = scores[pid]
+            candidates.append(_Candidate(p, score, dense, lex, fused, p.text, p.char_start, p.char_end,
+                                         p.line_start, p.line_end))
+        if options.merge_overlaps:
+            candidates = merge_overlaps(candidates)
+        if options.min_score is not None:
+            candidates = [c for c in candidates if c.score >= options.min_score]
+        if options.mmr is not None and len(candidates) > 1:
+            candidates = _mmr(index, candidates, options.mmr, k)
+        results.append(candidates[:k])
+
+    hits = [[_hit(rank, c, freshness(c.passage) == "stale") for rank, c in enumerate(row, start=1)] for row in results]
+    if options.best_sentence:
+        hits = _with_best_sentences(questions, hits, lexical, embed if use_dense else None, vectors, options)
+    return hits
+
+
+# -- retrieval and scoring --------------------------------------------------------------
+def _dense_search(index, vectors: np.ndarray, pool: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
+    if index.ntotal == 0:
+        return [[] for _ in vectors]
+    params = None
+    if allowed is not None:
+        import faiss
+
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+    scores, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(pool, index.ntotal), params=params)
+    return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0] for row_ids, row_scores in zip(ids, scores)]
+
+
+def _score(options, index, lexical: Lexical, terms, query_vector, dense_list, lexical_list) -> dict[int, tuple]:
+    """passage id -> (score, dense, lexical, fused) for this question's candidates."""
+    dense = dict(dense_list)
+    raw = dict(lexical_list)
+    if options.mode == "dense":
+        ids = list(dense)
+    elif options.mode == "lexical":
+        ids = list(raw)
+    else:
+        ids = list(dict.fromkeys([*dense, *raw]))
+    if query_vector is not None:
+        missing = [i for i in ids if i not in dense]
+        if missing:
+            stored = index.reconstruct_batch(np.array(missing, dtype=np.int64))
+            dense.update(zip(missing, (stored @ query_vector).tolist()))
+    missing = [i for i in ids if i not in raw]
+    raw.update(lexical.score(terms, missing))
+    ceiling = lexical.ceiling(terms)
+    lex = {i: (raw.get(i, 0.0) / ceiling if ceiling > 0 else 0.0) for i in ids}
+
+    if options.mode == "dense":
+        return {i: (dense[i], dense[i], lex[i], None) for i in ids}
+    if options.mode == "lexical":
+        return {i: (lex[i], None, lex[i], None) for i in ids}
+    if options.fusion == "rrf":
+        fused = fusion.rrf([[i for i, _ in dense_list], [i for i, _ in lexical_list]])
+    elif options.fusion == "minmax":
+        fused = fusion.convex(fusion.min_max({i: dense[i] for i in ids}), fusion.min_max(lex), options.weight)
+    else:
+        fused = fusion.convex({i: dense[i] for i in ids}, lex, options.weight)
+    return {i: (fused.get(i, 0.0), dense[i], lex[i], fused.get(i, 0.0)) for i in ids}
+
+
+def _path_condition(globs: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL selecting passage ids whose file matches any glob (on source or absolute path)."""
+    if not globs:
+        return "", []
+    patterns = []
+    for g in globs:
+        g = g.strip()
+        if not g:
+            raise BadInput("--path needs a pattern")
+        # A plain folder name means everything under it, as a user would expect.
+        patterns.append(g + "*" if g.endswith("/") else g)
+        if not any(ch in g for ch in "*?["):
+            patterns.append(g.rstrip("/") + "/*")
+    clause = " OR ".join("d.source GLOB ? OR d.abspath GLOB ?" for _ in patterns)
+    sql = f"SELECT p.id FROM passages p JOIN documents d ON d.id = p.document_id WHERE {clause}"
+    return sql, [x for p in patterns for x in (p, p)]
+
+
+def _allowed_ids(store: Store, within: str, params: list[str]) -> np.ndarray:
+    return np.fromiter((r[0] for r in store.conn.execute(within, params)), dtype=np.int64)
+
+
+# -- clean-up -------------------------------------------------------------------------
+def merge_overlaps(candidates: list) -> list:
+    """Fold each passage into a better-ranked one of the same document that it overlaps.
+
+    The kept hit's span (text, chars, lines) becomes the union, so its citation covers
+    both; its score stays the better one. Input is best first; so is the output.
+    """
+    kept: list = []
+    by_section: dict[tuple, list[int]] = {}  # (document, page, record) -> indexes into kept
+    for c in candidates:
+        same = by_section.setdefault((c.passage.document_id, c.passage.page, c.passage.record), [])
+        for i in same:
+            if c.char_start < kept[i].char_end and kept[i].char_start < c.char_end:
+                kept[i] = _union(kept[i], c)
+                break
+        else:
+            same.append(len(kept))
+            kept.append(c)
+    return kept
+
+
+def _union(a, b):
+    first, second = (a, b) if a.char_start <= b.char_start else (b, a)
+    text = first.text
+    if second.char_end > first.char_end:
+        text += second.text[first.char_end - second.char_start:]
+    return replace(a, text=text, char_start=first.char_start, char_end=max(a.char_end, b.char_end),
+                   line_start=min(a.line_start, b.line_start), line_end=max(a.line_end, b.line_end))
+
+
+def _mmr(index, candidates: list, lam: float, k: int) -> list:
+    """Maximal marginal relevance: trade score against similarity to hits already chosen."""
+    pool = candidates[: max(3 * k, 10)]
+    vectors = index.reconstruct_batch(np.array([c.passage.id for c in pool], dtype=np.int64))
+    similarity = vectors @ vectors.T
+    chosen = [0]
+    left = list(range(1, len(pool)))
+    while left and len(chosen) < k:
+        best = max(left, key=lambda i: lam * pool[i].score - (1 - lam) * float(similarity[i, chosen].max()))
+        chosen.append(best)
+        left.remove(best)
+    return [pool[i] for i in chosen]
+
+
+def _hit(rank: int, c: _Candidate, stale: bool) -> Hit:
+    p = c.passage
+
+    def r(x):
+        return None if x is None else round(float(x), 6)
+
+    return Hit(rank=rank, score=r(c.score), text=c.text, source=p.source, line_start=c.line_start,
+               line_end=c.line_end, char_start=c.char_start, char_end=c.char_end, context=p.context,
+               passage_id=p.id, stale=stale, page=p.page, record=p.record,
+               dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused))
+
+
+# -- best sentence --------------------------------------------------------------------
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _stem(word: str) -> str:
+    # A five-letter prefix: crude, but enough to match strike/striking, doctor/doctors.
+    return word[:5]
+
+
+def _with_best_sentences(questions, hits, lexical: Lexical, embed: Embed | None, query_vectors, options) -> list[list[Hit]]:
+    """Mark in each hit the sentence that best answers its question.
+
+    Sentence score: term evidence (idf-weighted share of the question's words that the
+    sentence contains) plus, when the model is loaded, cosine with the question.
+    All sentences of a batch are embedded in one call.
+    """
+    spans = [[sentence_spans(h.text) for h in row] for row in hits]
+    texts = [h.text[a:b] for row, row_spans in zip(hits, spans) for h, ss in zip(row, row_spans)
+             if len(ss) > 1 for a, b in ss]
+    cosines = iter([])
+    if embed is not None and texts:
+        qv = query_vectors
+        sv = embed(texts)
+        owners = [n for n, (row, row_spans) in enumerate(zip(hits, spans)) for h, ss in zip(row, row_spans)
+                  if len(ss) > 1 for _ in ss]
+        cosines = iter((sv * qv[owners]).sum(axis=1).tolist())
+    weight = options.weight if options.mode == "hybrid" else (1.0 if options.mode == "dense" else 0.0)
+    out = []
+    for question, row, row_spans in zip(questions, hits, spans):
+        terms = query_terms(question)
+        idf = {_stem(t): lexical.idf(t) for t in terms}
+        total = sum(idf.values()) or 1.0
+        new_row = []
+        for h, ss in zip(row, row_spans):
+            if not ss:
+                new_row.append(h)
+                continue
+            best, best_score = ss[0], float("-inf")
+            for a, b in ss:
+                if len(ss) == 1:
+                    break
+                words = {_stem(w) for w in _WORD.findall(h.text[a:b].lower())}
+                evidence = sum(v for s, v in idf.items() if s in words) / total
+                cosine = next(cosines) if embed is not None else 0.0
+                value = weight * cosine + (1 - weight) * evidence
+                if value > best_score:
+                    best, best_score = (a, b), value
+            new_row.append(replace(h, sentence_start=h.char_start + best[0], sentence_end=h.char_start + best[1]))
+        out.append(new_row)
+    return out

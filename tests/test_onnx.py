@@ -1,0 +1,203 @@
+"""The ONNX backend gives sentence-transformers' vectors and answers, and refuses broken files."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from .conftest import ARTICLE
+
+QUESTIONS = [
+    "Why did junior doctors vote to strike?",
+    "What did the BMA say about the contract?",
+    "How will the strike affect patients?",
+    "What is Jeremy Hunt's position?",
+    "Are junior doctors militant?",
+    "What happens to weekend working and pay?",
+    "Who negotiates on behalf of the NHS employers?",
+    "Will emergency care be provided during the walkout?",
+    "what do doctors think of the media coverage",
+    "government reputation damage",
+]
+
+
+def varied_texts() -> list[str]:
+    """A few hundred texts unlike each other: sentences, shuffles, long ones, odd ones."""
+    rng = random.Random(7)
+    article = ARTICLE.read_text(encoding="utf-8")
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", article) if len(s.strip()) > 3]
+    words = article.split()
+    texts = list(QUESTIONS) + sentences[:120]
+    texts += [" ".join(rng.sample(words, rng.randint(3, 60))) for _ in range(150)]
+    # Long ones: well past the model's 256 word pieces, so truncation is exercised.
+    for _ in range(30):
+        start = rng.randrange(len(words) - 400)
+        texts.append(" ".join(words[start : start + rng.randint(260, 400)]))
+    texts.append(article)
+    texts += [
+        "", " ", "a", "?", "42", "3.14159 2.71828 1.41421", "NHS " * 300,
+        "def embed(texts):\n    return model.encode(texts)  # code, not prose",
+        "Les médecins en formation font grève à Londres.", "Ärzte streiken: 24 Stunden, ab 08:00 Uhr.",
+        "研修医がストライキを行った", "врачи бастуют", "🩺💉🏥 strike!!!", "e-mail: bma@example.org, tel. +44 20 7387 4499",
+        "UPPERCASE HEADLINE ABOUT THE STRIKE", "x" * 3000, "word " * 600,
+    ]
+    return texts
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    """sentence-transformers itself: what every backend must agree with."""
+    from kb.embedding import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(model)
+
+
+@pytest.fixture(scope="module")
+def onnx(model, embedder):
+    """The exported model as `kb` uses it (the session fixture exported it to the cache)."""
+    from kb.onnx_embedder import OnnxEmbedder
+
+    assert isinstance(embedder, OnnxEmbedder), "indexing should use the ONNX backend once exported"
+    return OnnxEmbedder(model, full_check=True)
+
+
+def test_onnx_vectors_match_sentence_transformers(model, reference, onnx):
+    from kb.model import TokenCounter
+
+    texts = varied_texts()
+    lengths = TokenCounter(model.tokenizer_file).count(texts)
+    assert len(texts) >= 250
+    assert sum(n > 300 for n in lengths) >= 30  # beyond 256, and beyond tokenizer.json's 128
+    expected = reference.st_model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    got = onnx.embed(texts)
+    assert got.dtype == np.float32 and got.shape == (len(texts), 384)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosines = np.sum(got * expected, axis=1)
+    worst = int(np.argmin(cosines))
+    assert cosines[worst] >= 0.9999, f"cosine {cosines[worst]:.6f} for {texts[worst][:60]!r}"
+
+
+def test_order_and_batching_do_not_change_vectors(onnx):
+    texts = varied_texts()[:80]
+    whole = onnx.embed(texts)
+    one_by_one = np.vstack([onnx.embed([t]) for t in reversed(texts)])[::-1]
+    assert np.min(np.sum(whole * one_by_one, axis=1)) >= 0.99999
+
+
+def test_progress_counts_every_text(onnx):
+    seen: list[int] = []
+    onnx.embed(varied_texts()[:70], progress=seen.append)
+    assert sum(seen) == 70 and len(seen) == 3
+
+
+@pytest.fixture(scope="module")
+def torch_hits(tmp_path_factory, reference):
+    """Hits for QUESTIONS from an index built and asked by sentence-transformers alone."""
+    from kb import KnowledgeBase
+
+    work = tmp_path_factory.mktemp("torch-built")
+    (work / "corpus").mkdir()
+    shutil.copy(ARTICLE, work / "corpus" / ARTICLE.name)
+    kb = KnowledgeBase(work / "index", embedder=reference)
+    kb.index([work / "corpus"])
+    return kb.ask_many(QUESTIONS, k=5)
+
+
+def _spans(hits) -> list[list[tuple[int, int]]]:
+    return [[(h.char_start, h.char_end) for h in row] for row in hits]
+
+
+def test_top_k_identical_under_both_backends(article_index, onnx, torch_hits):
+    """The ONNX-built index asked through ONNX gives sentence-transformers' hits."""
+    from kb import KnowledgeBase
+
+    onnx_hits = KnowledgeBase(article_index, embedder=onnx).ask_many(QUESTIONS, k=5)
+    assert _spans(onnx_hits) == _spans(torch_hits)
+    for row_torch, row_onnx in zip(torch_hits, onnx_hits):
+        np.testing.assert_allclose([h.score for h in row_torch], [h.score for h in row_onnx], atol=1e-4)
+
+
+def test_query_path_uses_onnx(model, article_kb):
+    from kb.embedding import load_embedder
+    from kb.onnx_embedder import OnnxEmbedder
+
+    assert isinstance(load_embedder(model), OnnxEmbedder)
+    assert article_kb.ask("Why did junior doctors vote to strike?", k=3)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:100_000])
+
+
+def _perturb_weights(path):
+    """A file that loads and runs but computes other vectors (as another model's would)."""
+    import onnx as onnx_lib
+    from onnx import numpy_helper
+
+    graph = onnx_lib.load(str(path))
+    biggest = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
+    weights = numpy_helper.to_array(biggest)
+    noisy = weights + np.random.default_rng(0).normal(0, 0.05, weights.shape).astype(weights.dtype)
+    biggest.CopyFrom(numpy_helper.from_array(noisy, biggest.name))
+    onnx_lib.save(graph, str(path))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _perturb_weights], ids=["truncated", "wrong-weights"])
+def test_broken_onnx_falls_back_with_a_note_and_right_answers(
+    damage, tmp_path, monkeypatch, capsys, model, article_index, onnx, torch_hits
+):
+    from kb import KnowledgeBase
+    from kb.onnx_embedder import OnnxEmbedder, onnx_path
+
+    monkeypatch.setenv("KB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KB_EMBEDDER", raising=False)
+    broken = onnx_path(model)
+    broken.parent.mkdir(parents=True)
+    shutil.copy(onnx.path, broken)
+    shutil.copy(onnx.path.parent / "reference.json", broken.parent / "reference.json")
+    damage(broken)
+
+    hits = KnowledgeBase(article_index).ask_many(QUESTIONS, k=5)
+
+    notes = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(notes) == 1 and notes[0].startswith("kb: note: ") and str(broken) in notes[0], notes
+    assert _spans(hits) == _spans(torch_hits)
+    # ...and the next process finds a good file again.
+    assert OnnxEmbedder(model, full_check=True).embed(["x"]).shape == (1, 384)
+
+
+def test_forced_onnx_backend_fails_loudly_instead_of_falling_back(tmp_path, monkeypatch, model):
+    from kb.embedding import load_embedder
+    from kb.errors import KbError
+
+    monkeypatch.setenv("KB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KB_EMBEDDER", "onnx")
+    monkeypatch.setattr("kb.onnx_embedder.export_onnx", _failing_export)
+    with pytest.raises(KbError, match="ONNX embedder is unavailable: disk full"):
+        load_embedder(model)
+
+
+def _failing_export(st_model, dest):
+    raise OSError("disk full")
+
+
+def test_unknown_backend_is_one_clear_error(monkeypatch, article_index):
+    from click.testing import CliRunner
+
+    from kb.cli import cli
+
+    monkeypatch.setenv("KB_EMBEDDER", "tensorflow")
+    result = CliRunner().invoke(cli, ["ask", "anything", "--index", str(article_index)])
+    assert result.exit_code == 2
+    assert result.output == "kb: KB_EMBEDDER must be one of auto, onnx, torch, not 'tensorflow'\n"
+
+
+def test_torch_backend_can_be_forced(monkeypatch, model):
+    from kb.embedding import SentenceTransformerEmbedder, load_embedder
+
+    monkeypatch.setenv("KB_EMBEDDER", "torch")
+    assert isinstance(load_embedder(model), SentenceTransformerEmbedder)

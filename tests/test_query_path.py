@@ -1,0 +1,50 @@
+"""Light commands stay light: `kb ask` never imports torch; `--help` and `info` embed nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+HEAVY = ["faiss", "onnxruntime", "sentence_transformers", "tokenizers", "torch", "transformers"]
+
+# Runs the real CLI entry point in a fresh interpreter, then reports what got imported.
+PROBE = """
+import json, sys
+sys.argv = ["kb"] + json.loads(sys.argv[1])
+from kb.cli import main
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+print(json.dumps({"exit": code, "loaded": sorted(m for m in %r if m in sys.modules)}))
+""" % (HEAVY,)
+
+
+def run_kb(args: list[str]) -> tuple[dict, list[str], str]:
+    env = {k: v for k, v in os.environ.items() if k != "KB_EMBEDDER"}
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]), lines[:-1], done.stderr
+
+
+def test_ask_embeds_without_torch(article_index):
+    report, output, stderr = run_kb(["ask", "Why did junior doctors vote to strike?", "--json", "-k", "3",
+                                     "--index", str(article_index)])
+    assert report["exit"] == 0, stderr
+    assert stderr == ""  # no fallback note: the ONNX file exported at index time was used
+    assert len(json.loads(output[0])["results"]) == 3
+    assert {"onnxruntime", "faiss"} <= set(report["loaded"])
+    assert not {"torch", "transformers", "sentence_transformers"} & set(report["loaded"])
+
+
+def test_help_and_info_load_no_model_and_no_vectors(article_index):
+    for args in (["--help"], ["info", "--index", str(article_index)], ["info", "--json", "--index", str(article_index)]):
+        report, output, stderr = run_kb(args)
+        assert report["exit"] == 0, stderr
+        assert output
+        assert report["loaded"] == [], args
