@@ -44,6 +44,8 @@ _ABBREVIATIONS = frozenset(
     sep sept oct nov dec""".split()
 )
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+# A fenced code block: ``` or ~~~ up to the same fence (or the end of the text).
+_MD_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,}).*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
 
 
 def paragraph_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -184,7 +186,10 @@ def _sections(text: str, markdown: bool):
         return
     trail: list[tuple[int, str]] = []
     pos = 0
+    fences = [m.span() for m in _MD_FENCE.finditer(text)]
     for m in _MD_HEADING.finditer(text):
+        if any(a <= m.start() < b for a, b in fences):  # a "# comment" inside a code block
+            continue
         yield pos, m.start(), " > ".join(t for _, t in trail)
         level = len(m.group(1))
         trail = [(lvl, t) for lvl, t in trail if lvl < level] + [(level, m.group(2).strip())]

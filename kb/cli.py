@@ -98,7 +98,9 @@ def index(paths, index_dir, rebuild, max_file_size, as_json):
               help="Only files matching GLOB (cited or absolute path; repeatable; a folder means all under it).")
 @click.option("--mmr", type=click.FloatRange(0, 1), default=None, metavar="LAMBDA",
               help="Diversify: 1 = relevance only, lower = less alike hits (e.g. 0.7).")
-def ask(question, k, index_dir, as_json, mode, min_score, paths, mmr):
+@click.option("--no-highlight", is_flag=True,
+              help="Skip finding each hit's best sentence (saves ~0.1 s a question in big batches).")
+def ask(question, k, index_dir, as_json, mode, min_score, paths, mmr, no_highlight):
     """Print the passages that best answer QUESTION.
 
     Each hit shows its rank, score and citation as source:first-last line, with the
@@ -122,7 +124,8 @@ def ask(question, k, index_dir, as_json, mode, min_score, paths, mmr):
     kb = KnowledgeBase(index_dir)
     color = sys.stdout.isatty()
     empty = 0
-    for q, hits in zip(questions, kb.ask_many(questions, k, mode=mode, min_score=min_score, paths=paths, mmr=mmr)):
+    for q, hits in zip(questions, kb.ask_many(questions, k, mode=mode, min_score=min_score, paths=paths, mmr=mmr,
+                                                 best_sentence=not no_highlight)):
         if as_json:
             click.echo(hits_json(q, hits))
         elif hits or batch:

@@ -51,6 +51,7 @@ class Section:
     record: str | None = None  # record id (JSONL)
     title: str = ""  # shown with the passage and embedded as its context
     markdown: bool = False  # headings travel with the passages under them
+    single_line: bool = False  # the whole section is one line of the file (a JSONL record)
 
 
 @dataclass(frozen=True)

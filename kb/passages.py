@@ -56,7 +56,8 @@ def _section_passages(section: Section, counter: TokenCounter, settings: ChunkSe
         markdown=section.markdown,
         title=section.title,
     )
-    newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+    # A JSONL record's text may hold newlines, but the record is one line of the file.
+    newlines = [] if section.single_line else [i for i, ch in enumerate(text) if ch == "\n"]
     first = section.first_line
     return [
         Passage(

@@ -133,3 +133,13 @@ def test_context_counts_against_the_budget(counter):
     for c in chunks:
         assert c.context == title
         assert counter.count([c.context + "\n" + text[c.char_start : c.char_end]])[0] <= 64 + 1
+
+
+def test_hash_lines_in_fenced_code_are_not_headings(counter):
+    text = ("# Setup\n\nInstall it.\n\n```sh\n# not a heading\npip install kb\n```\n\n"
+            "More setup text.\n\n~~~\n## nor this\n~~~\n\n## Use\n\nAsk it.")
+    chunks = _chunks(text, counter, 200, 0, markdown=True)
+    contexts = {text[c.char_start : c.char_end].split("\n")[0]: c.context for c in chunks}
+    assert set(contexts.values()) == {"Setup", "Setup > Use"}
+    assert contexts["Ask it."] == "Setup > Use"
+    assert any("# not a heading" in text[c.char_start : c.char_end] for c in chunks)

@@ -161,3 +161,33 @@ def test_markdown_headings_are_context_and_cited_lines_are_exact(tmp_path):
     hit = kb.ask("how do I remove limescale from the kettle", k=1)[0]
     assert "vinegar" in hit.text and hit.context == "Kettle manual > Descaling"
     assert hit.line_start == hit.line_end == 5
+
+
+def test_jsonl_records_cite_their_own_line(tmp_path):
+    import json as _json
+
+    records = tmp_path / "notes.jsonl"
+    rows = [{"id": "a1", "title": "Kettle", "text": "Descale the kettle\nwith vinegar.\n\nThen rinse it twice."},
+            {"id": "b2", "title": "Bike", "text": "Oil the chain every month."}]
+    records.write_text("\n".join(_json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "index")
+    kb.index([records])
+    hit = kb.ask("how often should a bicycle chain be lubricated", k=1)[0]
+    assert (hit.record, hit.line_start, hit.line_end, hit.context) == ("b2", 2, 2, "Bike")
+    kettle = kb.ask("remove limescale with vinegar", k=1)[0]
+    assert (kettle.record, kettle.line_start, kettle.line_end) == ("a1", 1, 1)
+    assert kettle.citation.endswith("notes.jsonl:1 #a1")
+
+
+def test_best_sentence_span_and_no_highlight(article_index):
+    args = ["ask", "What share of junior doctors supported strike action?", "--json", "-k", "2",
+            "--index", str(article_index)]
+    results = json.loads(CliRunner().invoke(cli, args).stdout)["results"]
+    with_span = next(r for r in results if "98 per cent" in r["text"])
+    assert with_span["char_start"] <= with_span["sentence_start"] < with_span["sentence_end"] <= with_span["char_end"]
+    sentence = with_span["text"][with_span["sentence_start"] - with_span["char_start"] :
+                                 with_span["sentence_end"] - with_span["char_start"]]
+    assert "98 per cent" in sentence
+    without = json.loads(CliRunner().invoke(cli, [*args, "--no-highlight"]).stdout)["results"]
+    assert all(r["sentence_start"] is None and r["sentence_end"] is None for r in without)
+    assert [r["passage_id"] for r in without] == [r["passage_id"] for r in results]

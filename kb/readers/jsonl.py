@@ -37,5 +37,6 @@ def read_jsonl(raw: bytes, path: str) -> list[Section]:
             first_line=number,
             record=str(record_id) if record_id is not None else str(number),
             title=title.strip() if isinstance(title, str) else "",
+            single_line=True,  # newlines in the text are escaped: the record is one line
         ))
     return sections
