@@ -12,6 +12,15 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = ROOT / "corpus" / "junior-doctors-strike.txt"
 
 
+def one_line_error(result, code, *phrases):
+    """A CLI failure as users must see it: the exit code and one `kb: ` line on stderr."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kb: "), result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """kb's per-user cache goes to a temp dir, so tests never touch ~/.cache."""

@@ -11,20 +11,14 @@ from click.testing import CliRunner
 from kb.cli import cli
 from kb.errors import EXIT_SKIPPED_FILES
 
+from .conftest import one_line_error
+
 
 def run(*args, input=None):
     result = CliRunner().invoke(cli, list(args), input=input)
     assert "Traceback" not in result.output
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
     return result
-
-
-def one_line_error(result, code, *phrases):
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kb: "), result.stderr
-    for phrase in phrases:
-        assert phrase in lines[0]
 
 
 def test_ask_without_an_index(in_tmp):

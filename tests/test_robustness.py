@@ -18,6 +18,8 @@ from kb import KnowledgeBase
 from kb.cli import cli
 from kb.readers import READERS
 
+from .conftest import one_line_error
+
 KB = Path(sys.executable).parent / "kb"
 QUESTION = "how do I descale a kettle?"
 FIRST = {
@@ -104,14 +106,6 @@ def test_ask_during_an_index_run_answers_from_the_last_complete_index(built, emb
 
 
 # -- damaged index files ----------------------------------------------------------------
-def one_line_error(result, code, *phrases):
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kb: "), result.stderr
-    for phrase in phrases:
-        assert phrase in lines[0]
-
-
 def test_truncated_vector_file_gives_one_line_and_rebuild_recovers(article_index, tmp_path):
     index_dir = tmp_path / "index"
     shutil.copytree(article_index, index_dir)
