@@ -26,7 +26,7 @@ def tiny_result(tmp_path_factory, embedder):
 
 def test_dataset_reads_only_judged_queries():
     ds = load_dataset(TINY, "test")
-    assert sorted(ds.queries) == ["q1", "q2", "q3", "q4", "q5"]  # q6 has no qrels
+    assert sorted(ds.queries) == ["q1", "q2", "q3", "q4", "q5", "q7"]  # q6 has no qrels
     assert ds.qrels["q5"] == {"d6": 1}
     assert ds.answers["q1"] == ["white vinegar"]
     with pytest.raises(BadInput, match="qrels/train.tsv"):
@@ -35,14 +35,17 @@ def test_dataset_reads_only_judged_queries():
 
 def test_eval_reports_every_metric_per_mode(tiny_result):
     result, _ = tiny_result
-    assert result["queries"] == 5
+    assert result["queries"] == 6
     assert set(result["modes"]) == {"dense", "lexical", "hybrid"}
     for row in result["modes"].values():
         for metric in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "hit@1", "hit@5",
                        "answer_hit@1", "answer_hit@5", "queries_per_second"):
             assert metric in row
         assert all(0.0 <= row[m] <= 1.0 for m in row if m != "queries_per_second")
-    # Each question has one relevant, distinctive record: every mode finds it in the top 10.
+    # q7's judged record (sourdough) is not the best answer to its question (bread storage),
+    # so no mode is perfect: the hand-scored test below then checks real ranks.
+    assert all(row["mrr@10"] < 1.0 for row in result["modes"].values())
+    # Each question has one relevant record, and the corpus is small: hybrid finds all in the top 10.
     assert result["modes"]["hybrid"]["recall@10"] == 1.0
     assert result["modes"]["hybrid"]["answer_hit@5"] == 1.0
 
@@ -85,7 +88,9 @@ def test_eval_reads_gzipped_corpus_and_cli_json(tmp_path, embedder):
     result = CliRunner().invoke(cli, ["eval", str(data), "--mode", "lexical", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["modes"]["lexical"]["recall@10"] == 1.0
+    # BM25 finds the five records that share words with their questions; q7's judged
+    # record shares none with it (keep/loaf/fresh vs kept/flour/warm).
+    assert out["modes"]["lexical"]["recall@10"] == pytest.approx(5 / 6, abs=1e-4)
     assert (data / ".kb-eval" / "index" / "kb.sqlite").is_file()  # cached beside the data
     text = CliRunner().invoke(cli, ["eval", str(data), "--mode", "lexical"])
     assert text.exit_code == 0 and "ndcg@10" in text.stdout and "lexical" in text.stdout
