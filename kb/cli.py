@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from .errors import EXIT_CODES_HELP, EXIT_SKIPPED_FILES, BadInput, KbError
+from .errors import EXIT_CODES_HELP, EXIT_IO_ERROR, EXIT_SKIPPED_FILES, BadInput, KbError
 
 INDEX_OPTION = click.option(
     "--index",
@@ -34,6 +34,10 @@ class _Group(click.Group):
         except sqlite3.DatabaseError as e:  # damage found mid-query, past the checks on open
             click.echo(f"kb: the index database is damaged ({e}); run `kb index --rebuild`", err=True)
             ctx.exit(5)
+        except OSError as e:  # the index folder itself: permissions, a full disk
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"kb: {where}{e.strerror or e}", err=True)
+            ctx.exit(EXIT_IO_ERROR)
         except KeyboardInterrupt:
             click.echo("kb: interrupted", err=True)
             ctx.exit(130)
@@ -113,12 +117,12 @@ def ask(question, k, index_dir, as_json, mode, min_score, paths, mmr, no_highlig
     all in one process.
     """
     from .errors import NoResults
-    from .knowledge_base import KnowledgeBase
+    from .knowledge_base import KnowledgeBase, clean_question
     from .render import hits_json, hits_text
 
     batch = question == "-"
-    questions = [q.strip() for q in sys.stdin] if batch else [question]
-    questions = [q for q in questions if q] if batch else questions
+    # In a batch, lines with no text (blank, or control characters only) are skipped.
+    questions = [q for q in map(clean_question, _stdin_lines()) if q] if batch else [question]
     if batch and not questions:
         raise BadInput("no questions on stdin")
     kb = KnowledgeBase(index_dir)
@@ -176,6 +180,13 @@ def info(index_dir, as_json):
 
     data = KnowledgeBase(index_dir).info()
     click.echo(json.dumps(data) if as_json else info_text(data))
+
+
+def _stdin_lines() -> list[str]:
+    """Lines of stdin as UTF-8, undecodable bytes replaced: a stray byte is not fatal."""
+    stream = getattr(sys.stdin, "buffer", None)
+    lines = stream.read().decode("utf-8", "replace").splitlines() if stream else sys.stdin.read().splitlines()
+    return lines
 
 
 def _parse_size(text: str) -> int:

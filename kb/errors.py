@@ -50,6 +50,8 @@ class IndexBusy(KbError):
 
 # Not an exception: `kb index` finished but skipped some files (named on stderr).
 EXIT_SKIPPED_FILES = 7
+# An operating-system error on the index folder (permission denied, disk full).
+EXIT_IO_ERROR = 8
 
 EXIT_CODES_HELP = """\
 \b
@@ -61,4 +63,5 @@ Exit codes:
   4  index built with another model or format (run `kb index --rebuild`)
   5  index files corrupt or unreadable (run `kb index --rebuild`)
   6  another `kb index` is writing this index
-  7  indexed, but some files were skipped (each named on stderr)"""
+  7  indexed, but some files were skipped (each named on stderr)
+  8  I/O error on the index folder (permission denied, disk full)"""

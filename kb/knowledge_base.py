@@ -117,7 +117,10 @@ class KnowledgeBase:
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
         report.excluded = len(found.excluded)
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadInput(f"cannot use {self.index_dir} as the index folder: {e.strerror}") from None
         with self._write_lock():
             store = self._open_for_writing(rebuild)
             try:
@@ -279,14 +282,15 @@ class KnowledgeBase:
         """
         if k < 1:
             raise BadInput("k must be at least 1")
+        questions = [clean_question(q) for q in questions]
         for q in questions:
-            if not q or not q.strip():
+            if not q:
                 raise BadInput("the question is empty")
         options = SearchOptions(mode=mode, min_score=min_score, paths=tuple(paths), mmr=mmr, **tuning)
         options.check()
         reader = self._open_reader()
         embed = None if mode == "lexical" else self._get_embedder().embed
-        return search(reader.store, reader.index, [q.strip() for q in questions], k, options, embed=embed,
+        return search(reader.store, reader.index, questions, k, options, embed=embed,
                       freshness=_Freshness().check)
 
     def info(self) -> dict:
@@ -362,6 +366,16 @@ class _Freshness:
             except OSError:
                 self._seen[p.abspath] = "gone"
         return self._seen[p.abspath]
+
+
+def clean_question(question: str) -> str:
+    """Strip it, and replace what is not text (control characters; lone surrogates, which
+    Python makes of undecodable bytes in argv or stdin) so no tokenizer chokes on it."""
+    try:
+        question = question.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:  # surrogates that do not stand for bytes
+        question = question.encode("utf-8", "replace").decode("utf-8")
+    return "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in question).strip()
 
 
 def _crash_point(name: str) -> None:

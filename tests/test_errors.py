@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 
@@ -112,5 +113,41 @@ def test_second_writer_is_refused(article_index, tmp_path):
 def test_help_documents_exit_codes():
     result = run("--help")
     assert result.exit_code == 0
-    for code in range(8):
+    for code in range(9):
         assert f"  {code}  " in result.output
+
+
+def test_undecodable_bytes_in_questions_are_not_fatal(article_index, article_kb):
+    result = run("ask", "-", "--json", "-k", "1", "--index", str(article_index),
+                 input=b"\xff\xfe strike ballot\n\x01\x02\n")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1  # the control-character line is skipped like a blank one
+    # What Python makes of bad bytes in argv: lone surrogates; and control characters alone.
+    assert len(article_kb.ask("\udcff\udcfe strike ballot", k=1)) == 1
+    with pytest.raises(Exception, match="question is empty"):
+        article_kb.ask("\x00\x01\x7f", k=1)
+
+
+def test_index_folder_that_cannot_be_created(in_tmp):
+    (in_tmp / "afile").write_text("not a folder", encoding="utf-8")
+    (in_tmp / "doc.txt").write_text("Some text about tea.", encoding="utf-8")
+    one_line_error(run("index", "doc.txt", "--index", "afile"), 2, "cannot use afile as the index folder")
+    one_line_error(run("index", "doc.txt", "--index", "afile/sub"), 2, "cannot use afile/sub")
+
+
+def test_os_errors_on_the_index_folder_are_one_line(article_index, tmp_path, monkeypatch):
+    import kb.vector_index
+
+    def disk_full(index, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(article_index, index_dir)
+    (tmp_path / "new.txt").write_text("A new note about teapots.", encoding="utf-8")
+    monkeypatch.setattr(kb.vector_index, "write", disk_full)
+    one_line_error(run("index", str(tmp_path / "new.txt"), "--index", str(index_dir)), 8, "No space left on device")
+    monkeypatch.undo()
+    # the failed run changed nothing: the article is still indexed, the new file is not
+    asked = run("ask", "teapots", "--json", "-k", "9", "--index", str(index_dir))
+    sources = {r["source"].rsplit("/", 1)[-1] for r in json.loads(asked.stdout)["results"]}
+    assert sources == {"junior-doctors-strike.txt"}
