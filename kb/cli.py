@@ -63,8 +63,11 @@ def cli():
 @click.option("--rebuild", is_flag=True, help="Discard the existing index and embed everything again.")
 @click.option("--max-file-size", default="20MB", show_default=True, metavar="SIZE",
               help="Skip files larger than this (e.g. 500KB, 20MB, 1GB; 0 for no cap).")
+@click.option("--passage-tokens", type=click.IntRange(32, 254), default=None, metavar="N",
+              help="Passage size in the model's word pieces (default: as the index was built, else 200). "
+                   "Changing it re-embeds everything.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def index(paths, index_dir, rebuild, max_file_size, as_json):
+def index(paths, index_dir, rebuild, max_file_size, passage_tokens, as_json):
     """Index files and folders (default: corpus/).
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
@@ -76,9 +79,12 @@ def index(paths, index_dir, rebuild, max_file_size, as_json):
     from .knowledge_base import KnowledgeBase
     from .render import report_text
 
+    from .passages import ChunkSettings
+
     cap = _parse_size(max_file_size)
+    settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None
     report = KnowledgeBase(index_dir).index(paths or ["corpus"], rebuild=rebuild, progress=_progress_bar,
-                                            max_file_size=cap or None)
+                                            max_file_size=cap or None, settings=settings)
     for s in report.skipped:
         click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)
     if as_json:

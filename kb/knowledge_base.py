@@ -28,7 +28,7 @@ from .documents import DEFAULT_MAX_FILE_SIZE, Document, Skipped, SourceFile, dis
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
 from .hits import Hit
-from .model import ModelFiles, TokenCounter, packaged_model
+from .model import TokenCounter, packaged_model
 from .passages import ChunkSettings, Passage, make_passages
 from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage

@@ -21,6 +21,11 @@ class ChunkSettings:
     max_tokens: int = 200
     overlap_tokens: int = 40
 
+    @classmethod
+    def sized(cls, max_tokens: int) -> "ChunkSettings":
+        """Passages of max_tokens word pieces, overlapping by a fifth of that."""
+        return cls(max_tokens=max_tokens, overlap_tokens=max_tokens // 5)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

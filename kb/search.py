@@ -111,7 +111,7 @@ def search(
 
     passages = store.passages(sorted({i for s in scored for i in s}))
     results = []
-    for n, scores in enumerate(scored):
+    for scores in scored:
         candidates = []
         for pid, score in fusion.ranked({i: p[0] for i, p in scores.items()}):
             p = passages.get(pid)

@@ -191,3 +191,19 @@ def test_best_sentence_span_and_no_highlight(article_index):
     without = json.loads(CliRunner().invoke(cli, [*args, "--no-highlight"]).stdout)["results"]
     assert all(r["sentence_start"] is None and r["sentence_end"] is None for r in without)
     assert [r["passage_id"] for r in without] == [r["passage_id"] for r in results]
+
+
+def test_passage_size_is_a_recorded_setting(in_tmp):
+    (in_tmp / "corpus").mkdir()
+    shutil.copy(ARTICLE, in_tmp / "corpus" / ARTICLE.name)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["index", "--passage-tokens", "64"]).exit_code == 0
+    small = json.loads(runner.invoke(cli, ["info", "--json"]).stdout)
+    assert small["chunking"] == {"max_tokens": 64, "overlap_tokens": 12}
+    # a plain re-run keeps the recorded size and embeds nothing
+    again = json.loads(runner.invoke(cli, ["index", "--json"]).stdout)
+    assert again["passages_embedded"] == 0 and again["passages"] == small["passages"]
+    # another size rebuilds everything with it
+    bigger = json.loads(runner.invoke(cli, ["index", "--passage-tokens", "128", "--json"]).stdout)
+    assert bigger["rebuilt"] and bigger["passages"] < small["passages"]
+    assert runner.invoke(cli, ["index", "--passage-tokens", "300"]).exit_code == 2

@@ -64,7 +64,7 @@ def test_paraphrased_questions_hit_at_3(article_kb):
 
 def test_best_sentence_is_inside_the_passage_and_answers(article_kb):
     found = right = 0
-    for (question, needle), hits in zip(QUESTIONS, article_kb.ask_many([q for q, _ in QUESTIONS], k=3)):
+    for (_, needle), hits in zip(QUESTIONS, article_kb.ask_many([q for q, _ in QUESTIONS], k=3)):
         for hit in hits:
             assert hit.char_start <= hit.sentence_start < hit.sentence_end <= hit.char_end
             assert hit.sentence.strip() == hit.sentence and hit.sentence in hit.text
