@@ -287,7 +287,6 @@ class KnowledgeBase:
             if not q:
                 raise BadInput("the question is empty")
         options = SearchOptions(mode=mode, min_score=min_score, paths=tuple(paths), mmr=mmr, **tuning)
-        options.check()
         reader = self._open_reader()
         embed = None if mode == "lexical" else self._get_embedder().embed
         return search(reader.store, reader.index, questions, k, options, embed=embed,

@@ -19,7 +19,7 @@ import re
 import sqlite3
 from typing import Iterable, Sequence
 
-from .errors import IndexMismatch
+from .errors import CorruptIndex
 
 K1 = 1.2  # FTS5's bm25() constants (fixed in SQLite)
 B = 0.75
@@ -36,13 +36,13 @@ they this those through to too under until up very was we were what when where w
 whom why will with would you your yours yourself yourselves s t don shall may might must also
 """.split())
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+WORD = re.compile(r"\w+", re.UNICODE)  # what counts as a word, for queries and sentences
 
 
 def query_terms(question: str) -> list[str]:
     """The question's distinct words, lower-cased, stopwords dropped (order kept)."""
     seen: dict[str, None] = {}
-    for word in _WORD.findall(question.lower()):
+    for word in WORD.findall(question.lower()):
         if word not in STOPWORDS and word not in seen:
             seen[word] = None
     return list(seen)
@@ -62,7 +62,7 @@ class Lexical:
             self.rows = conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
             conn.execute("SELECT rowid FROM passages_fts LIMIT 0")
         except sqlite3.OperationalError:
-            raise IndexMismatch("this index has no lexical (BM25) table; run `kb index` to add it") from None
+            raise CorruptIndex("this index has no lexical (BM25) table; run `kb index --rebuild`") from None
         self._idf: dict[str, float] = {}
 
     def ceiling(self, terms: Sequence[str]) -> float:

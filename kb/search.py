@@ -16,17 +16,16 @@ Path filters restrict both retrievers before their top-k, so k hits still come b
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from . import fusion
+from . import fusion, vector_index
 from .chunking import sentence_spans
 from .errors import BadInput
 from .hits import Hit
-from .lexical import Lexical, query_terms
+from .lexical import WORD, Lexical, query_terms
 from .store import Store, StoredPassage
 
 MODES = ("dense", "lexical", "hybrid")
@@ -136,14 +135,7 @@ def search(
 
 # -- retrieval and scoring --------------------------------------------------------------
 def _dense_search(index, vectors: np.ndarray, pool: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
-    if index.ntotal == 0:
-        return [[] for _ in vectors]
-    params = None
-    if allowed is not None:
-        import faiss
-
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-    scores, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(pool, index.ntotal), params=params)
+    scores, ids = vector_index.search(index, vectors, pool, allowed)
     return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0] for row_ids, row_scores in zip(ids, scores)]
 
 
@@ -259,9 +251,6 @@ def _hit(rank: int, c: _Candidate, stale: bool) -> Hit:
 
 
 # -- best sentence --------------------------------------------------------------------
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
 def _stem(word: str) -> str:
     # A five-letter prefix: crude, but enough to match strike/striking, doctor/doctors.
     return word[:5]
@@ -299,7 +288,7 @@ def _with_best_sentences(questions, hits, lexical: Lexical, embed: Embed | None,
             for a, b in ss:
                 if len(ss) == 1:
                     break
-                words = {_stem(w) for w in _WORD.findall(h.text[a:b].lower())}
+                words = {_stem(w) for w in WORD.findall(h.text[a:b].lower())}
                 evidence = sum(v for s, v in idf.items() if s in words) / total
                 cosine = next(cosines) if embed is not None else 0.0
                 value = weight * cosine + (1 - weight) * evidence

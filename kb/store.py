@@ -109,10 +109,7 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
             if create:
                 self.conn.execute("PRAGMA journal_mode = WAL")
-                had_fts = self.has_lexical()
                 self.conn.executescript(_SCHEMA)
-                if not had_fts:  # an index from before kb.lexical: fill it from the passages
-                    self.conn.execute("INSERT INTO passages_fts(passages_fts) VALUES ('rebuild')")
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise CorruptIndex(f"index database {path} is unreadable ({e}); run `kb index --rebuild`") from None
@@ -194,11 +191,6 @@ class Store:
         return doc_id
 
     # -- reads --------------------------------------------------------------------
-    def has_lexical(self) -> bool:
-        """Whether this index has its BM25 table (indexes built before kb.lexical do not)."""
-        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'passages_fts'").fetchone()
-        return row is not None
-
     def documents(self) -> dict[str, StoredDocument]:
         rows = self.conn.execute("SELECT id, abspath, source, size, mtime_ns, sha256 FROM documents")
         return {r[1]: StoredDocument(*r) for r in rows}

@@ -43,9 +43,17 @@ def read(path: Path):
         raise CorruptIndex(f"vector index {path} is unreadable; run `kb index --rebuild` ({str(e).splitlines()[0][:80]})") from None
 
 
-def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, passage ids) for each query row; ids of -1 mean fewer than k passages."""
-    k = max(1, min(k, index.ntotal)) if index.ntotal else 1
+def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, passage ids) for each query row, best first; ids of -1 pad short rows.
+
+    allowed: passage ids to search among (filtered inside FAISS, before the top k).
+    """
     if index.ntotal == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    params = None
+    if allowed is not None:
+        import faiss
+
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+    k = max(1, min(k, index.ntotal))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
