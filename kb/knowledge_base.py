@@ -320,6 +320,11 @@ class KnowledgeBase:
         return Store(self.db_path)
 
     def _open_reader(self) -> "_Reader":
+        if self._reader is not None and not self._reader.outdated():
+            return self._reader
+        if self._reader is not None:
+            self._reader.store.close()
+            self._reader = None
         if self._reader is None:
             store = self._open_store()
             meta = store.all_meta()
@@ -340,14 +345,27 @@ class KnowledgeBase:
                 index = vector_index.build(ids, vectors)
             if index.d != meta["dimension"]:
                 raise CorruptIndex(f"vector index {path} does not match its database; run `kb index --rebuild`")
-            self._reader = _Reader(store, index)
+            self._reader = _Reader(store, index, meta["generation"], store.data_version())
         return self._reader
 
 
 @dataclass
 class _Reader:
+    """An open generation of the index. A long-lived KnowledgeBase (a server, a script)
+    checks it per call: PRAGMA data_version changes when another connection commits,
+    which costs microseconds, and only then is the generation re-read."""
+
     store: Store
     index: object
+    generation: int
+    data_version: int
+
+    def outdated(self) -> bool:
+        version = self.store.data_version()
+        if version == self.data_version:
+            return False
+        self.data_version = version
+        return self.store.get_meta("generation") != self.generation
 
 
 class _Freshness:

@@ -102,7 +102,8 @@ class Store:
         try:
             if not create:
                 # mode=rw: never create an empty database by accident on a read path.
-                self.conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+                self.conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None,
+                                            check_same_thread=False)
             else:
                 self.conn = sqlite3.connect(path, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout = 10000")
@@ -122,6 +123,10 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's PRAGMA data_version)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
     # -- settings ---------------------------------------------------------------
     def get_meta(self, key: str) -> Any:

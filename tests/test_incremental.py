@@ -160,3 +160,17 @@ def test_deleting_most_documents_frees_disk_space(tmp_path):
     assert store.counts() == (10, 50)
     store.close()
     assert path.stat().st_size < full * 0.2
+
+
+def test_a_long_lived_knowledge_base_answers_from_each_new_generation(folder, tmp_path, counting):
+    """A server or script keeps one KnowledgeBase; a `kb index` elsewhere must reach it."""
+    index_dir = tmp_path / "index"
+    KnowledgeBase(index_dir, embedder=counting).index([folder])
+    reader = KnowledgeBase(index_dir, embedder=counting)
+    assert "kettle" in reader.ask("How do I descale a kettle?", k=1)[0].text
+    (folder / "kettle.txt").unlink()
+    (folder / "bread.txt").write_text("Proof the sourdough overnight in the fridge for a sour loaf.", encoding="utf-8")
+    KnowledgeBase(index_dir, embedder=counting).index([folder])  # another writer, another connection
+    for mode in ("dense", "hybrid"):  # the vector index too, not only the SQLite tables
+        assert "sourdough" in reader.ask("How long should bread dough rise?", k=1, mode=mode)[0].text
+    assert not any("kettle" in h.source for h in reader.ask("kettle limescale vinegar", k=5, mode="lexical"))
