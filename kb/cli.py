@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import sys
 
@@ -203,19 +204,30 @@ def _parse_size(text: str) -> int:
     return int(float(m.group(1)) * 1024 ** "_KMG".index(m.group(2).upper() or "_"))
 
 
-def _progress_bar(total: int):
-    """A progress bar on a terminal's stderr; nothing when stderr is piped."""
+def _progress_bar(progress) -> None:
+    """A one-line progress display on a terminal's stderr; nothing when stderr is piped."""
     if not sys.stderr.isatty():
-        return None
-    bar = click.progressbar(length=total, label="embedding", file=sys.stderr, show_pos=True)
-    bar.__enter__()
+        return
+    import time
 
-    def advance(n: int) -> None:
-        bar.update(n)
-        if bar.pos >= total:
-            bar.__exit__(None, None, None)
-
-    return advance
+    now = time.monotonic()
+    if progress.stage == "reading" and now - getattr(_progress_bar, "last", 0.0) < 0.2:
+        return  # a few redraws a second is plenty
+    _progress_bar.last = now
+    if progress.stage == "done":
+        click.echo("\r\033[K", nl=False, err=True)
+        return
+    if progress.stage == "publishing":
+        line = f"publishing {progress.passages:,} passages"
+    else:
+        width = 24
+        share = progress.bytes_done / progress.bytes_total if progress.bytes_total else 1.0
+        bar = "#" * int(share * width) + "-" * (width - int(share * width))
+        eta = progress.eta
+        line = (f"indexing [{bar}] {progress.files_done:,}/{progress.files_total:,} files, "
+                f"{progress.passages:,} passages, {progress.rate:.0f}/s"
+                + (f", ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}" if eta else ""))
+    click.echo("\r\033[K" + line[: shutil.get_terminal_size((100, 24)).columns - 1], nl=False, err=True)
 
 
 def main() -> None:

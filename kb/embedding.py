@@ -64,6 +64,28 @@ class SentenceTransformerEmbedder:
         return out
 
 
+class HashEmbedder:
+    """A stand-in for benchmarks and tests of scale: deterministic unit vectors from a hash
+    of each text, at memory speed. Not a model: its vectors mean nothing, so indexes it
+    builds are for timing and memory figures only (recall is measured on real vectors)."""
+
+    def __init__(self, model: ModelFiles, dimension: int = 384):
+        self.model = model
+        self.dimension = dimension
+
+    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray:
+        import hashlib
+
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+            out[row] = np.random.default_rng(seed).standard_normal(self.dimension, dtype=np.float32)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        if progress:
+            progress(len(texts))
+        return out
+
+
 BACKENDS = ("auto", "onnx", "torch")
 
 

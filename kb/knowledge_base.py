@@ -12,80 +12,48 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
-import numpy as np
-
-from . import vector_index
-from .documents import DEFAULT_MAX_FILE_SIZE, Document, Skipped, SourceFile, discover, read_document
+from . import pipeline, vector_index
+from .documents import DEFAULT_MAX_FILE_SIZE, discover
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
 from .hits import Hit
-from .model import TokenCounter, packaged_model
-from .passages import ChunkSettings, Passage, make_passages
+from .lexical import LexicalIndex
+from .model import packaged_model
+from .passages import ChunkSettings
+from .pipeline import IndexReport, OnProgress, Progress
 from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage
+from .vector_index import VectorIndex, VectorLayout
 
 DB_NAME = "kb.sqlite"
 LOCK_NAME = ".kb.lock"
 DEFAULT_INDEX_DIR = "index"
 
-
-@dataclass
-class IndexReport:
-    """What one `index()` run did."""
-
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    ignored: int = 0  # files of types kb does not read
-    excluded: int = 0  # files and folders matched by .gitignore/.kbignore rules
-    skipped: list[Skipped] = field(default_factory=list)
-    documents: int = 0
-    passages: int = 0
-    passages_embedded: int = 0
-    seconds: float = 0.0
-    rebuilt: bool = False
-
-    def to_dict(self) -> dict:
-        return {
-            "documents": self.documents,
-            "passages": self.passages,
-            "added": self.added,
-            "changed": self.changed,
-            "removed": self.removed,
-            "unchanged": self.unchanged,
-            "ignored": self.ignored,
-            "excluded": self.excluded,
-            "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
-            "passages_embedded": self.passages_embedded,
-            "seconds": round(self.seconds, 3),
-            "rebuilt": self.rebuilt,
-        }
-
-
-ProgressStart = Callable[[int], Callable[[int], None]]  # total -> advance(n)
+__all__ = ["KnowledgeBase", "IndexReport", "Progress", "clean_question"]
 
 
 class KnowledgeBase:
     """An index folder and the operations on it.
 
-    Nothing heavy happens in the constructor: the store, the FAISS index and the model
-    are opened on first use and kept, so one object answers many questions quickly.
+    Nothing heavy happens in the constructor: the store, the search indexes and the
+    model are opened on first use and kept, so one object answers many questions
+    quickly. A long-lived object answers from each new generation a `kb index` run
+    commits, without being reopened. Calls may come from several threads.
     """
 
     def __init__(self, index_dir: str | os.PathLike = DEFAULT_INDEX_DIR, *, embedder: Embedder | None = None):
         self.index_dir = Path(index_dir)
         self._embedder = embedder
         self._reader: _Reader | None = None
+        self._lock = threading.RLock()
 
     @property
     def db_path(self) -> Path:
@@ -101,15 +69,18 @@ class KnowledgeBase:
         *,
         settings: ChunkSettings | None = None,
         rebuild: bool = False,
-        progress: ProgressStart | None = None,
+        progress: OnProgress | None = None,
         max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
-        Only new or changed files are read and embedded (a stat check, then the content
-        hash); passages of files no longer present are dropped. The new state becomes
-        visible in one SQLite commit, so a failed or killed run leaves the previous
-        index as it was. Files over max_file_size bytes (None: no cap) are skipped.
+        Only new or changed files are read, and only passages whose text was never
+        embedded go through the model (a changed file re-embeds its changed passages; a
+        moved file, none). Passages of files no longer present are dropped. The new
+        state becomes visible in one SQLite commit, so a failed or killed run leaves the
+        previous index as it was, and the next run resumes from the last batch it
+        committed. Files over max_file_size bytes (None: no cap) are skipped. progress
+        is called with a kb.pipeline.Progress after each batch.
         """
         started = time.perf_counter()
         report = IndexReport()
@@ -124,12 +95,12 @@ class KnowledgeBase:
         with self._write_lock():
             store = self._open_for_writing(rebuild)
             try:
-                self._update(store, found.files, settings, rebuild, progress, report)
+                pipeline.run(store, self.index_dir, found.files, report, settings=settings, rebuild=rebuild,
+                             get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress)
             except sqlite3.DatabaseError as e:
                 raise CorruptIndex(f"index database {self.db_path} is damaged ({e}); run `kb index --rebuild`") from None
             finally:
                 store.close()
-        self._reader = None
         report.seconds = time.perf_counter() - started
         return report
 
@@ -146,90 +117,6 @@ class KnowledgeBase:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
         return Store(self.db_path, create=True)
-
-    def _update(self, store, files, settings, rebuild, progress, report) -> None:
-        model = packaged_model()
-        settings = settings or _stored_settings(store) or ChunkSettings()
-        built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
-        previous = {k: store.get_meta(k) for k in built_with}
-        if rebuild or (store.get_meta("generation") and previous != built_with):
-            report.rebuilt = True
-            stored = {}
-        else:
-            stored = store.documents()
-
-        current = {f.abspath: f for f in files}
-        report.removed = sorted(d.source for p, d in stored.items() if p not in current)
-        todo: list[Document] = []
-        touched: list[tuple[int, SourceFile]] = []
-        for f in files:
-            old = stored.get(f.abspath)
-            if old and old.size == f.size and old.mtime_ns == f.mtime_ns and old.source == f.source:
-                report.unchanged += 1
-                continue
-            try:
-                doc = read_document(f)
-            except (OSError, ValueError) as e:
-                report.skipped.append(Skipped(f.source, getattr(e, "strerror", None) or str(e)))
-                continue
-            except Exception as e:  # a parser's bug on one odd file must not cost the run
-                report.skipped.append(Skipped(f.source, f"could not be read ({type(e).__name__}: {str(e)[:80]})"))
-                continue
-            if old and old.sha256 == doc.sha256:
-                report.unchanged += 1
-                touched.append((old.id, f))
-            else:
-                todo.append(doc)
-                (report.changed if old else report.added).append(f.source)
-        # A file that could not be read this time keeps nothing stale in the index.
-        unreadable = {s.source for s in report.skipped}
-        gone = [d.id for p, d in stored.items() if p not in current or (d.source in unreadable)]
-
-        counter = TokenCounter(model.tokenizer_file)
-        chunked = [(doc, make_passages(doc, counter, settings)) for doc in todo]
-        texts = [p.embedding_text for _, ps in chunked for p in ps]
-        vectors = self._embed(texts, progress)
-        report.passages_embedded = len(texts)
-        _crash_point("embedded")
-
-        generation = (store.get_meta("generation") or 0) + 1
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with store.transaction():
-            if report.rebuilt:
-                store.delete_all()
-            store.delete_documents(gone + [stored[d.file.abspath].id for d in todo if d.file.abspath in stored])
-            for doc_id, f in touched:
-                store.touch_document(doc_id, f.source, f.size, f.mtime_ns)
-            offset = 0
-            for doc, passages in chunked:
-                store.add_document(_document_row(doc, now), [_passage_row(p) for p in passages],
-                                   vectors[offset : offset + len(passages)])
-                offset += len(passages)
-            _crash_point("writing")
-            for key, value in built_with.items():
-                store.set_meta(key, value)
-            dimension = store.get_meta("dimension") if not len(vectors) else int(vectors.shape[1])
-            if dimension is None:
-                dimension = self._get_embedder(for_indexing=True).dimension
-            store.set_meta("dimension", dimension)
-            store.set_meta("built_at", now)
-            store.set_meta("generation", generation)
-            # Write the derived FAISS file before committing, so every committed
-            # generation has its file; a crash here leaves an orphan, never a gap.
-            ids, all_vectors = store.all_vectors(dimension)
-            vector_index.write(vector_index.build(ids, all_vectors), self._faiss_path(generation))
-            _crash_point("faiss-written")
-        _crash_point("committed")
-        self._remove_old_faiss(keep=generation)
-        report.documents, report.passages = store.counts()
-        if gone or todo:
-            store.reclaim_space()
-
-    def _embed(self, texts: Sequence[str], progress: ProgressStart | None) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, 0), np.float32)
-        advance = progress(len(texts)) if progress else None
-        return self._get_embedder(for_indexing=True).embed(texts, progress=advance)
 
     def _get_embedder(self, *, for_indexing: bool = False) -> Embedder:
         if self._embedder is not None:
@@ -248,15 +135,6 @@ class KnowledgeBase:
         finally:
             os.close(fd)
 
-    def _faiss_path(self, generation: int) -> Path:
-        return self.index_dir / f"vectors.{generation}.faiss"
-
-    def _remove_old_faiss(self, keep: int) -> None:
-        # Also half-written temp files of runs that were killed (we hold the lock).
-        for path in [*self.index_dir.glob("vectors.*.faiss"), *self.index_dir.glob(".vectors.*.tmp")]:
-            if path != self._faiss_path(keep):
-                path.unlink(missing_ok=True)
-
     # -- asking ---------------------------------------------------------------------
     def ask(self, question: str, k: int = 5, **options) -> list[Hit]:
         """The k passages that answer the question best, best first (options as ask_many)."""
@@ -273,7 +151,7 @@ class KnowledgeBase:
         mmr: float | None = None,
         **tuning,
     ) -> list[list[Hit]]:
-        """Answer several questions with one batched embedding and one FAISS search.
+        """Answer several questions with one batched embedding and one vector search.
 
         mode: "hybrid" (default), "dense" or "lexical" (needs no model); min_score drops
         weaker hits (a question may then get none); paths: globs, any of which a hit's
@@ -287,20 +165,27 @@ class KnowledgeBase:
             if not q:
                 raise BadInput("the question is empty")
         options = SearchOptions(mode=mode, min_score=min_score, paths=tuple(paths), mmr=mmr, **tuning)
-        reader = self._open_reader()
+        options.check()
         embed = None if mode == "lexical" else self._get_embedder().embed
-        return search(reader.store, reader.index, questions, k, options, embed=embed,
-                      freshness=_Freshness().check)
+        with self._lock:
+            reader = self._open_reader()
+            return search(reader.store, reader.vectors, reader.lexical, questions, k, options, embed=embed,
+                          freshness=_Freshness().check)
 
     def info(self) -> dict:
         """What the index holds and how it was built (no model is loaded)."""
-        reader_store = self._open_store()
+        store = self._open_store()
         try:
-            meta = reader_store.all_meta()
-            documents, passages = reader_store.counts()
+            meta = store.all_meta()
+            documents, passages = store.counts()
+            cached, unused = store.embedding_counts()
+            staged = len(store.staged_documents())
+            layout = meta.get("vectors") or {}
+            delta = store.count_after(layout["max_id"]) if layout else 0
+            removed = len(store.removed_ids(layout["max_id"])) if layout else 0
         finally:
-            reader_store.close()
-        size = sum(p.stat().st_size for p in self.index_dir.iterdir() if p.is_file())
+            store.close()
+        size = sum(p.stat().st_size for p in self.index_dir.rglob("*") if p.is_file())
         return {
             "index": str(self.index_dir),
             "documents": documents,
@@ -311,6 +196,10 @@ class KnowledgeBase:
             "chunking": meta.get("chunking"),
             "built_at": meta.get("built_at"),
             "generation": meta.get("generation"),
+            "vector_index": _describe_layout(layout, delta, removed),
+            "lexical_index": {"engine": "tantivy", "folder": meta.get("lexical")},
+            "vector_cache": {"vectors": cached, "unused": unused},
+            "staged_documents": staged,  # left by a killed run; the next run picks them up
             "size_bytes": size,
         }
 
@@ -325,28 +214,48 @@ class KnowledgeBase:
         if self._reader is not None:
             self._reader.store.close()
             self._reader = None
-        if self._reader is None:
-            store = self._open_store()
-            meta = store.all_meta()
-            if not meta.get("generation"):
-                raise NoIndex(f"the index at {self.index_dir} was never completed; run `kb index`")
-            model = packaged_model()
-            if (meta.get("model"), meta.get("weights_sha256")) != (model.name, model.weights_sha256):
-                raise IndexMismatch(
-                    f"index {self.index_dir} was built with {meta.get('model')} "
-                    f"(weights {str(meta.get('weights_sha256'))[:12]}), not the installed "
-                    f"{model.name} (weights {model.weights_sha256[:12]}); run `kb index --rebuild`"
-                )
-            path = self._faiss_path(meta["generation"])
-            if path.exists():
-                index = vector_index.read(path)
-            else:  # a crash between commit and cleanup, or a deleted file: derive it again
-                ids, vectors = store.all_vectors(meta["dimension"])
-                index = vector_index.build(ids, vectors)
-            if index.d != meta["dimension"]:
-                raise CorruptIndex(f"vector index {path} does not match its database; run `kb index --rebuild`")
-            self._reader = _Reader(store, index, meta["generation"], store.data_version())
-        return self._reader
+        store = self._open_store()
+        try:
+            for attempt in range(3):
+                meta = store.all_meta()
+                try:
+                    self._reader = self._open_generation(store, meta)
+                    return self._reader
+                except CorruptIndex:
+                    # A writer may have just committed a new generation and removed the
+                    # files of the one we read: read the meta table again.
+                    if attempt == 2 or store.get_meta("generation") == meta.get("generation"):
+                        raise
+        except BaseException:
+            store.close()
+            raise
+        raise AssertionError("unreachable")
+
+    def _open_generation(self, store: Store, meta: dict) -> "_Reader":
+        if not meta.get("generation"):
+            raise NoIndex(f"the index at {self.index_dir} was never completed; run `kb index`")
+        model = packaged_model()
+        if (meta.get("model"), meta.get("weights_sha256")) != (model.name, model.weights_sha256):
+            raise IndexMismatch(
+                f"index {self.index_dir} was built with {meta.get('model')} "
+                f"(weights {str(meta.get('weights_sha256'))[:12]}), not the installed "
+                f"{model.name} (weights {model.weights_sha256[:12]}); run `kb index --rebuild`"
+            )
+        lexical_dir = self.index_dir / str(meta.get("lexical"))
+        if not meta.get("lexical") or not lexical_dir.is_dir():
+            raise CorruptIndex(f"lexical index {lexical_dir} is missing; run `kb index --rebuild`")
+        lexical = LexicalIndex(lexical_dir)
+        layout = VectorLayout.from_dict(meta["vectors"])
+        dimension = layout.dimension
+
+        def fetch(ids):
+            return store.vectors(ids, dimension)
+
+        delta = vector_index.empty_rows(dimension)
+        if store.count_after(layout.max_id):
+            delta = vector_index.concat_rows(store.vector_rows(dimension, after=layout.max_id), dimension)
+        vectors = vector_index.open_index(self.index_dir, layout, delta, store.removed_ids(layout.max_id), fetch)
+        return _Reader(store, vectors, lexical, meta["generation"], store.data_version())
 
 
 @dataclass
@@ -356,7 +265,8 @@ class _Reader:
     which costs microseconds, and only then is the generation re-read."""
 
     store: Store
-    index: object
+    vectors: VectorIndex
+    lexical: LexicalIndex
     generation: int
     data_version: int
 
@@ -395,24 +305,12 @@ def clean_question(question: str) -> str:
     return "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in question).strip()
 
 
-def _crash_point(name: str) -> None:
-    """Fault injection for the crash-safety tests: KB_CRASH_AT=name kills this process here."""
-    if os.environ.get("KB_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _stored_settings(store: Store) -> ChunkSettings | None:
-    stored = store.get_meta("chunking")
-    return ChunkSettings(**stored) if stored else None
-
-
-def _document_row(doc: Document, now: str) -> dict:
-    f = doc.file
-    return {"abspath": f.abspath, "source": f.source, "kind": f.kind, "size": f.size,
-            "mtime_ns": f.mtime_ns, "sha256": doc.sha256, "indexed_at": now}
-
-
-def _passage_row(p: Passage) -> dict:
-    return {"text": p.text, "context": p.context, "char_start": p.char_start, "char_end": p.char_end,
-            "line_start": p.line_start, "line_end": p.line_end, "page": p.page, "record": p.record}
-
+def _describe_layout(layout: dict, delta: int, removed: int) -> dict:
+    """The vector index's kind and parameters (kb.vector_index explains the parts)."""
+    if not layout:
+        return {}
+    info = {"kind": layout["kind"], "file": layout["file"], "base_vectors": layout["size"],
+            "delta_vectors": delta, "removed_vectors": removed}
+    if layout["kind"] == "ivf":
+        info.update(nlist=layout["nlist"], nprobe=layout["nprobe"], metric="inner product")
+    return info

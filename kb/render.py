@@ -11,7 +11,7 @@ from typing import Sequence
 import click
 
 from .hits import Hit
-from .knowledge_base import IndexReport
+from .pipeline import IndexReport
 
 
 def hits_json(question: str, hits: Sequence[Hit]) -> str:

@@ -1,8 +1,8 @@
 """Questions -> hits: dense and lexical candidates, fusion, clean-up, best sentence.
 
-    dense (FAISS cosine) --+
-                           +--> fuse --> drop gone files --> merge overlapping passages
-    lexical (FTS5 BM25) ---+        --> --min-score --> MMR (optional) --> top k --> best sentence
+    dense (FAISS cosine) ----+
+                             +--> fuse --> drop gone files --> merge overlapping passages
+    lexical (tantivy BM25) --+        --> --min-score --> MMR (optional) --> top k --> best sentence
 
 Scores (Hit.score is the one the mode ranks by):
 - dense: cosine similarity of question and passage embeddings, in [-1, 1];
@@ -21,12 +21,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import fusion, vector_index
-from .chunking import sentence_spans
+from . import fusion
 from .errors import BadInput
+from .highlight import best_sentences
 from .hits import Hit
-from .lexical import WORD, Lexical, query_terms
+from .lexical import LexicalIndex, query_terms
 from .store import Store, StoredPassage
+from .vector_index import VectorIndex
 
 MODES = ("dense", "lexical", "hybrid")
 FUSIONS = ("convex", "minmax", "rrf")
@@ -79,7 +80,8 @@ class _Candidate:
 
 def search(
     store: Store,
-    index,
+    vectors: VectorIndex,
+    lexical: LexicalIndex,
     questions: Sequence[str],
     k: int,
     options: SearchOptions,
@@ -92,20 +94,18 @@ def search(
     use_dense = options.mode != "lexical"
     if use_dense and embed is None:
         raise BadInput(f"{options.mode} mode needs the embedding model")
-    lexical = Lexical(store.conn)
-    within, params = _path_condition(options.paths)
-    allowed = _allowed_ids(store, within, params) if options.paths else None
+    allowed_docs, allowed = _allowed(store, options.paths) if options.paths else (None, None)
     if allowed is not None and not len(allowed):
         return [[] for _ in questions]
     pool = max(options.pool, 3 * k)
 
-    vectors = embed(questions) if use_dense else None
-    dense_lists = _dense_search(index, vectors, pool, allowed) if use_dense else [[] for _ in questions]
+    query_vectors = embed(questions) if use_dense else None
+    dense_lists = _dense_search(vectors, query_vectors, pool, allowed) if use_dense else [[] for _ in questions]
     scored = []
     for n, question in enumerate(questions):
         terms = query_terms(question)
-        lexical_list = lexical.search(terms, pool, within=within, params=params) if options.mode != "dense" else []
-        scored.append(_score(options, index, lexical, terms, vectors[n] if use_dense else None,
+        lexical_list = lexical.search(terms, pool, documents=allowed_docs) if options.mode != "dense" else []
+        scored.append(_score(options, vectors, lexical, terms, query_vectors[n] if use_dense else None,
                              dense_lists[n], lexical_list))
 
     passages = store.passages(sorted({i for s in scored for i in s}))
@@ -124,22 +124,24 @@ def search(
         if options.min_score is not None:
             candidates = [c for c in candidates if c.score >= options.min_score]
         if options.mmr is not None and len(candidates) > 1:
-            candidates = _mmr(index, candidates, options.mmr, k)
+            candidates = _mmr(vectors, candidates, options.mmr, k)
         results.append(candidates[:k])
 
     hits = [[_hit(rank, c, freshness(c.passage) == "stale") for rank, c in enumerate(row, start=1)] for row in results]
     if options.best_sentence:
-        hits = _with_best_sentences(questions, hits, lexical, embed if use_dense else None, vectors, options)
+        hits = best_sentences(questions, hits, lexical)
     return hits
 
 
 # -- retrieval and scoring --------------------------------------------------------------
-def _dense_search(index, vectors: np.ndarray, pool: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
-    scores, ids = vector_index.search(index, vectors, pool, allowed)
+def _dense_search(vectors: VectorIndex, queries: np.ndarray, pool: int, allowed: np.ndarray | None
+                  ) -> list[list[tuple[int, float]]]:
+    scores, ids = vectors.search(queries, pool, allowed)
     return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0] for row_ids, row_scores in zip(ids, scores)]
 
 
-def _score(options, index, lexical: Lexical, terms, query_vector, dense_list, lexical_list) -> dict[int, tuple]:
+def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_vector, dense_list, lexical_list
+           ) -> dict[int, tuple]:
     """passage id -> (score, dense, lexical, fused) for this question's candidates."""
     dense = dict(dense_list)
     raw = dict(lexical_list)
@@ -152,8 +154,8 @@ def _score(options, index, lexical: Lexical, terms, query_vector, dense_list, le
     if query_vector is not None:
         missing = [i for i in ids if i not in dense]
         if missing:
-            stored = index.reconstruct_batch(np.array(missing, dtype=np.int64))
-            dense.update(zip(missing, (stored @ query_vector).tolist()))
+            # einsum, not BLAS: a small product must not wake a pool of BLAS threads.
+            dense.update(zip(missing, np.einsum("ij,j->i", vectors.vectors(missing), query_vector).tolist()))
     missing = [i for i in ids if i not in raw]
     raw.update(lexical.score(terms, missing))
     ceiling = lexical.ceiling(terms)
@@ -172,10 +174,8 @@ def _score(options, index, lexical: Lexical, terms, query_vector, dense_list, le
     return {i: (fused.get(i, 0.0), dense[i], lex[i], fused.get(i, 0.0)) for i in ids}
 
 
-def _path_condition(globs: Sequence[str]) -> tuple[str, list[str]]:
-    """SQL selecting passage ids whose file matches any glob (on source or absolute path)."""
-    if not globs:
-        return "", []
+def _allowed(store: Store, globs: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """(document ids, passage ids) of the files matching any glob (on source or absolute path)."""
     patterns = []
     for g in globs:
         g = g.strip()
@@ -185,13 +185,13 @@ def _path_condition(globs: Sequence[str]) -> tuple[str, list[str]]:
         patterns.append(g + "*" if g.endswith("/") else g)
         if not any(ch in g for ch in "*?["):
             patterns.append(g.rstrip("/") + "/*")
-    clause = " OR ".join("d.source GLOB ? OR d.abspath GLOB ?" for _ in patterns)
-    sql = f"SELECT p.id FROM passages p JOIN documents d ON d.id = p.document_id WHERE {clause}"
-    return sql, [x for p in patterns for x in (p, p)]
-
-
-def _allowed_ids(store: Store, within: str, params: list[str]) -> np.ndarray:
-    return np.fromiter((r[0] for r in store.conn.execute(within, params)), dtype=np.int64)
+    clause = " OR ".join("source GLOB ? OR abspath GLOB ?" for _ in patterns)
+    params = [x for p in patterns for x in (p, p)]
+    documents = [r[0] for r in store.conn.execute(f"SELECT id FROM documents WHERE {clause}", params)]
+    passages = np.fromiter((r[0] for r in store.conn.execute(
+        f"SELECT p.id FROM passages p WHERE p.document_id IN (SELECT id FROM documents WHERE {clause})", params)),
+        dtype=np.int64)
+    return documents, passages
 
 
 # -- clean-up -------------------------------------------------------------------------
@@ -224,11 +224,11 @@ def _union(a, b):
                    line_start=min(a.line_start, b.line_start), line_end=max(a.line_end, b.line_end))
 
 
-def _mmr(index, candidates: list, lam: float, k: int) -> list:
+def _mmr(index: VectorIndex, candidates: list, lam: float, k: int) -> list:
     """Maximal marginal relevance: trade score against similarity to hits already chosen."""
     pool = candidates[: max(3 * k, 10)]
-    vectors = index.reconstruct_batch(np.array([c.passage.id for c in pool], dtype=np.int64))
-    similarity = vectors @ vectors.T
+    vectors = index.vectors([c.passage.id for c in pool])
+    similarity = np.einsum("ij,kj->ik", vectors, vectors)
     chosen = [0]
     left = list(range(1, len(pool)))
     while left and len(chosen) < k:
@@ -248,52 +248,3 @@ def _hit(rank: int, c: _Candidate, stale: bool) -> Hit:
                line_end=c.line_end, char_start=c.char_start, char_end=c.char_end, context=p.context,
                passage_id=p.id, stale=stale, page=p.page, record=p.record,
                dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused))
-
-
-# -- best sentence --------------------------------------------------------------------
-def _stem(word: str) -> str:
-    # A five-letter prefix: crude, but enough to match strike/striking, doctor/doctors.
-    return word[:5]
-
-
-def _with_best_sentences(questions, hits, lexical: Lexical, embed: Embed | None, query_vectors, options) -> list[list[Hit]]:
-    """Mark in each hit the sentence that best answers its question.
-
-    Sentence score: term evidence (idf-weighted share of the question's words that the
-    sentence contains) plus, when the model is loaded, cosine with the question.
-    All sentences of a batch are embedded in one call.
-    """
-    spans = [[sentence_spans(h.text) for h in row] for row in hits]
-    texts = [h.text[a:b] for row, row_spans in zip(hits, spans) for h, ss in zip(row, row_spans)
-             if len(ss) > 1 for a, b in ss]
-    cosines = iter([])
-    if embed is not None and texts:
-        qv = query_vectors
-        sv = embed(texts)
-        owners = [n for n, (row, row_spans) in enumerate(zip(hits, spans)) for h, ss in zip(row, row_spans)
-                  if len(ss) > 1 for _ in ss]
-        cosines = iter((sv * qv[owners]).sum(axis=1).tolist())
-    weight = options.weight if options.mode == "hybrid" else (1.0 if options.mode == "dense" else 0.0)
-    out = []
-    for question, row, row_spans in zip(questions, hits, spans):
-        terms = query_terms(question)
-        idf = {_stem(t): lexical.idf(t) for t in terms}
-        total = sum(idf.values()) or 1.0
-        new_row = []
-        for h, ss in zip(row, row_spans):
-            if not ss:
-                new_row.append(h)
-                continue
-            best, best_score = ss[0], float("-inf")
-            for a, b in ss:
-                if len(ss) == 1:
-                    break
-                words = {_stem(w) for w in WORD.findall(h.text[a:b].lower())}
-                evidence = sum(v for s, v in idf.items() if s in words) / total
-                cosine = next(cosines) if embed is not None else 0.0
-                value = weight * cosine + (1 - weight) * evidence
-                if value > best_score:
-                    best, best_score = (a, b), value
-            new_row.append(replace(h, sentence_start=h.char_start + best[0], sentence_end=h.char_start + best[1]))
-        out.append(new_row)
-    return out

@@ -1,30 +1,40 @@
 """SQLite: the index's source of truth.
 
 Documents (with size, mtime and content hash, so re-indexing can skip what did not
-change), passages (text, offsets, lines), their vectors, and the settings that built
-them. Everything else in an index folder can be derived from this file. WAL mode lets
-`kb ask` read the last committed state while `kb index` writes the next one; a killed
-writer leaves only an uncommitted transaction that SQLite discards.
+change), passages (text, offsets, lines), the vectors, and the settings that built them.
+Everything else in an index folder (the FAISS and tantivy files) is derived from this
+file and named in its meta table. WAL mode lets `kb ask` read the last committed state
+while `kb index` writes the next one; a killed writer leaves only an uncommitted
+transaction, which SQLite discards.
+
+Vectors are stored by content: `embeddings` maps a hash of the exact text the model
+read to its vector. A passage whose text was embedded before (in an unchanged part of
+an edited file, in a moved file, in a run that was killed) costs a lookup, not a model
+call. A run's work is committed batch by batch into `embeddings` and the staging tables,
+which no reader looks at; the index readers see changes only with the run's final commit
+(kb.pipeline).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .errors import CorruptIndex, IndexMismatch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- AUTOINCREMENT: ids are never reused, so an id in a derived file means one thing forever.
 CREATE TABLE IF NOT EXISTS documents (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     abspath TEXT NOT NULL UNIQUE,
     source TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -34,7 +44,7 @@ CREATE TABLE IF NOT EXISTS documents (
     indexed_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS passages (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     ordinal INTEGER NOT NULL,
     text TEXT NOT NULL,
@@ -44,26 +54,54 @@ CREATE TABLE IF NOT EXISTS passages (
     line_start INTEGER NOT NULL,
     line_end INTEGER NOT NULL,
     page INTEGER,
-    record TEXT
+    record TEXT,
+    vector_key BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages(document_id);
-CREATE TABLE IF NOT EXISTS vectors (
-    passage_id INTEGER PRIMARY KEY REFERENCES passages(id) ON DELETE CASCADE,
-    vector BLOB NOT NULL
-);
--- BM25 over the same passages (kb.lexical). Triggers keep it in the transaction that
--- writes the passages, so the lexical index is never stale and needs no rebuild.
-CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
-    context, text, content='passages', content_rowid='id',
-    tokenize='porter unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
-    INSERT INTO passages_fts(rowid, context, text) VALUES (new.id, new.context, new.text);
+CREATE INDEX IF NOT EXISTS passages_by_vector_key ON passages(vector_key);
+-- run: the `kb index` run that embedded it (a resumed --rebuild trusts only its own).
+CREATE TABLE IF NOT EXISTS embeddings (
+    key BLOB PRIMARY KEY,
+    vector BLOB NOT NULL,
+    run INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Passages deleted since the vector index's base file was written (kb.vector_index).
+CREATE TABLE IF NOT EXISTS removed_passages (passage_id INTEGER PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS passages_removed AFTER DELETE ON passages BEGIN
+    INSERT OR IGNORE INTO removed_passages(passage_id) VALUES (old.id);
 END;
-CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
-    INSERT INTO passages_fts(passages_fts, rowid, context, text) VALUES ('delete', old.id, old.context, old.text);
-END;
+-- A run's read, chunked and embedded documents, waiting for its final commit.
+CREATE TABLE IF NOT EXISTS staged_documents (
+    abspath TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    chunking TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staged_passages (
+    abspath TEXT NOT NULL REFERENCES staged_documents(abspath) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    context TEXT NOT NULL,
+    char_start INTEGER NOT NULL,
+    char_end INTEGER NOT NULL,
+    line_start INTEGER NOT NULL,
+    line_end INTEGER NOT NULL,
+    page INTEGER,
+    record TEXT,
+    vector_key BLOB NOT NULL,
+    PRIMARY KEY (abspath, ordinal)
+);
 """
+
+_PASSAGE_COLUMNS = "ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key"
+
+
+def vector_key(text: str) -> bytes:
+    """The embeddings key of a text: 16 bytes of BLAKE2b of exactly what the model reads."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -94,6 +132,16 @@ class StoredPassage:
     record: str | None
 
 
+@dataclass(frozen=True)
+class StagedDocument:
+    abspath: str
+    source: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    chunking: dict
+
+
 class Store:
     """One connection to an index's SQLite file."""
 
@@ -110,6 +158,11 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
             if create:
                 self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA cache_size = -65536")  # 64 MB: big runs touch many pages
+                version = self.get_meta("schema_version") if self._has_meta() else None
+                if version not in (None, SCHEMA_VERSION):
+                    raise IndexMismatch(f"index {path} has format {version}, this kb writes format "
+                                        f"{SCHEMA_VERSION}; run `kb index --rebuild`")
                 self.conn.executescript(_SCHEMA)
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
@@ -120,6 +173,9 @@ class Store:
             raise IndexMismatch(
                 f"index {path} has format {version}, this kb reads format {SCHEMA_VERSION}; run `kb index --rebuild`"
             )
+
+    def _has_meta(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
 
     def close(self) -> None:
         self.conn.close()
@@ -164,36 +220,93 @@ class Store:
         self.conn.executemany("DELETE FROM documents WHERE id = ?", [(i,) for i in ids])
 
     def delete_all(self) -> None:
-        self.conn.execute("DELETE FROM documents")
+        """Every document and passage, and the vectors (a rebuild embeds everything again)."""
+        for table in ("documents", "passages", "embeddings", "removed_passages", "staged_documents",
+                      "staged_passages"):
+            self.conn.execute(f"DELETE FROM {table}")
 
     def touch_document(self, doc_id: int, source: str, size: int, mtime_ns: int) -> None:
         self.conn.execute(
             "UPDATE documents SET source = ?, size = ?, mtime_ns = ? WHERE id = ?", (source, size, mtime_ns, doc_id)
         )
 
-    def add_document(self, row: dict, passages: Sequence[dict], vectors: np.ndarray) -> int:
-        """Insert a document with its passages and their vectors (one row per passage)."""
-        self.conn.execute("DELETE FROM documents WHERE abspath = ?", (row["abspath"],))
-        cur = self.conn.execute(
-            "INSERT INTO documents(abspath, source, kind, size, mtime_ns, sha256, indexed_at)"
-            " VALUES (:abspath, :source, :kind, :size, :mtime_ns, :sha256, :indexed_at)",
-            row,
-        )
-        doc_id = cur.lastrowid
-        ids = []
-        for ordinal, p in enumerate(passages):
-            cur = self.conn.execute(
-                "INSERT INTO passages(document_id, ordinal, text, context, char_start, char_end,"
-                " line_start, line_end, page, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (doc_id, ordinal, p["text"], p["context"], p["char_start"], p["char_end"],
-                 p["line_start"], p["line_end"], p["page"], p["record"]),
-            )
-            ids.append(cur.lastrowid)
+    def clear_removed(self) -> None:
+        self.conn.execute("DELETE FROM removed_passages")
+
+    # -- the embeddings cache ----------------------------------------------------
+    def known_keys(self, keys: Sequence[bytes], *, since: int = 0) -> set[bytes]:
+        """Which of these keys have a stored vector (embedded in run `since` or later)."""
+        found: set[bytes] = set()
+        for at in range(0, len(keys), 500):
+            chunk = list(keys[at : at + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(
+                f"SELECT key FROM embeddings WHERE key IN ({marks}) AND run >= ?", [*chunk, since]))
+        return found
+
+    def add_embeddings(self, keys: Sequence[bytes], vectors: np.ndarray, *, run: int) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.conn.executemany(
-            "INSERT INTO vectors(passage_id, vector) VALUES (?, ?)", [(i, v.tobytes()) for i, v in zip(ids, vectors)]
-        )
-        return doc_id
+            "INSERT INTO embeddings(key, vector, run) VALUES (?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET vector = excluded.vector, run = excluded.run",
+            [(k, v.tobytes(), run) for k, v in zip(keys, vectors)])
+
+    def prune_embeddings(self, keys: Iterable[bytes] | None = None, *, since_run: int | None = None) -> int:
+        """Drop vectors no passage (live or staged) uses: those of `keys`, those embedded
+        in run `since_run` or later, or (neither given) all of them."""
+        unused = ("NOT EXISTS (SELECT 1 FROM passages p WHERE p.vector_key = embeddings.key)"
+                  " AND NOT EXISTS (SELECT 1 FROM staged_passages s WHERE s.vector_key = embeddings.key)")
+        if since_run is not None:
+            return self.conn.execute(f"DELETE FROM embeddings WHERE run >= ? AND {unused}", (since_run,)).rowcount
+        if keys is None:
+            return self.conn.execute(f"DELETE FROM embeddings WHERE {unused}").rowcount
+        return sum(self.conn.execute(f"DELETE FROM embeddings WHERE key = ? AND {unused}", (k,)).rowcount
+                   for k in set(keys))
+
+    def embedding_counts(self) -> tuple[int, int]:
+        """(vectors stored, vectors no live passage uses): what `kb info` shows of the cache."""
+        total = self.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        used = self.conn.execute("SELECT COUNT(DISTINCT vector_key) FROM passages").fetchone()[0]
+        return total, total - used
+
+    # -- staging -------------------------------------------------------------------
+    def staged_documents(self) -> dict[str, StagedDocument]:
+        rows = self.conn.execute("SELECT abspath, source, size, mtime_ns, sha256, chunking FROM staged_documents")
+        return {r[0]: StagedDocument(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows}
+
+    def stage_document(self, row: dict, chunking: dict, passages: Sequence[dict]) -> None:
+        self.conn.execute("DELETE FROM staged_documents WHERE abspath = ?", (row["abspath"],))
+        self.conn.execute(
+            "INSERT INTO staged_documents(abspath, source, kind, size, mtime_ns, sha256, chunking)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row["abspath"], row["source"], row["kind"], row["size"], row["mtime_ns"], row["sha256"],
+             json.dumps(chunking)))
+        self.conn.executemany(
+            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(row["abspath"], n, p["text"], p["context"], p["char_start"], p["char_end"], p["line_start"],
+              p["line_end"], p["page"], p["record"], p["vector_key"]) for n, p in enumerate(passages)])
+
+    def unstage(self, abspaths: Iterable[str] | None = None) -> None:
+        if abspaths is None:
+            self.conn.execute("DELETE FROM staged_passages")
+            self.conn.execute("DELETE FROM staged_documents")
+            return
+        self.conn.executemany("DELETE FROM staged_documents WHERE abspath = ?", [(a,) for a in abspaths])
+
+    def staged_passage_count(self, abspath: str) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM staged_passages WHERE abspath = ?", (abspath,)).fetchone()[0]
+
+    def publish_staged(self, abspaths: Sequence[str], source_of: dict[str, str], indexed_at: str) -> None:
+        """Move these staged documents and their passages into the index (new ids)."""
+        for abspath in abspaths:
+            self.conn.execute("DELETE FROM documents WHERE abspath = ?", (abspath,))
+            cur = self.conn.execute(
+                "INSERT INTO documents(abspath, source, kind, size, mtime_ns, sha256, indexed_at)"
+                " SELECT abspath, COALESCE(?, source), kind, size, mtime_ns, sha256, ? FROM staged_documents WHERE abspath = ?",
+                (source_of.get(abspath), indexed_at, abspath))
+            self.conn.execute(
+                f"INSERT INTO passages(document_id, {_PASSAGE_COLUMNS}) SELECT ?, {_PASSAGE_COLUMNS}"
+                " FROM staged_passages WHERE abspath = ? ORDER BY ordinal", (cur.lastrowid, abspath))
 
     # -- reads --------------------------------------------------------------------
     def documents(self) -> dict[str, StoredDocument]:
@@ -205,17 +318,65 @@ class Store:
         passages = self.conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
         return docs, passages
 
-    def all_vectors(self, dimension: int) -> tuple[np.ndarray, np.ndarray]:
-        """(passage ids, vectors) for every stored passage, as numpy arrays."""
-        rows = self.conn.execute("SELECT passage_id, vector FROM vectors ORDER BY passage_id").fetchall()
+    def max_passage_id(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(id), -1) FROM passages").fetchone()[0]
+
+    def passages_after(self, passage_id: int) -> Iterator[tuple[int, int, str]]:
+        """(id, document id, context + text) of passages with larger ids: what a run added."""
+        rows = self.conn.execute("SELECT id, document_id, context, text FROM passages WHERE id > ? ORDER BY id",
+                                 (passage_id,))
+        for pid, doc, context, text in rows:
+            yield pid, doc, f"{context}\n{text}" if context else text
+
+    def vector_keys_of(self, document_ids: Sequence[int]) -> list[bytes]:
+        keys: list[bytes] = []
+        for at in range(0, len(document_ids), 500):
+            chunk = list(document_ids[at : at + 500])
+            marks = ",".join("?" * len(chunk))
+            keys.extend(r[0] for r in self.conn.execute(
+                f"SELECT vector_key FROM passages WHERE document_id IN ({marks})", chunk))
+        return keys
+
+    def count_after(self, passage_id: int) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM passages WHERE id > ?", (passage_id,)).fetchone()[0]
+
+    def removed_ids(self, up_to: int) -> np.ndarray:
+        rows = self.conn.execute("SELECT passage_id FROM removed_passages WHERE passage_id <= ?", (up_to,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def vector_rows(self, dimension: int, *, after: int = -1, chunk: int = 50_000
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(passage ids, vectors) of every passage with an id above `after`, in id order, by chunks."""
+        cur = self.conn.execute("SELECT p.id, e.vector FROM passages p JOIN embeddings e ON e.key = p.vector_key"
+                                " WHERE p.id > ? ORDER BY p.id", (after,))
+        while rows := cur.fetchmany(chunk):
+            yield self._unpack(rows, dimension)
+
+    def vectors(self, ids: Sequence[int], dimension: int) -> np.ndarray:
+        """The vectors of these passages, in the order given."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        for at in range(0, len(wanted), 500):
+            chunk = wanted[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(
+                "SELECT p.id, e.vector FROM passages p JOIN embeddings e ON e.key = p.vector_key"
+                f" WHERE p.id IN ({marks})", chunk))
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise CorruptIndex(f"no stored vector for passage {missing[0]} in {self.path}; run `kb index --rebuild`")
+        return self._unpack([(i, found[i]) for i in wanted], dimension)[1]
+
+    def _unpack(self, rows, dimension: int) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         blob = b"".join(r[1] for r in rows)
         if len(blob) != len(rows) * dimension * 4:
-            raise CorruptIndex(f"stored vectors in {self.path} do not have dimension {dimension}; run `kb index --rebuild`")
+            raise CorruptIndex(f"stored vectors in {self.path} do not have dimension {dimension}; "
+                               "run `kb index --rebuild`")
         return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimension)
 
     def passages(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
-        if not ids:
+        if not len(ids):
             return {}
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(

@@ -1,26 +1,223 @@
-"""FAISS: exact inner-product search over the stored vectors, keyed by passage id.
+"""Dense search with FAISS: exact for small indexes, inverted-file (IVF) above FLAT_MAX.
 
-Derived data: it can always be rebuilt from the SQLite store without re-embedding.
-Vectors are unit length, so inner product is cosine similarity.
+Vectors are unit length, so inner product is cosine similarity. Their truth is SQLite
+(kb.store); everything here is derived and can be rebuilt without embedding anything.
+
+A generation's vector index has three parts, so that a small change never rewrites a
+big file:
+- the base: a FAISS file, `vectors.<generation it was written in>.faiss`, opened with
+  memory mapping (the first answer reads only the lists it probes, not the whole file);
+- the delta: passages added since the base was written (ids above its `max_id`), read
+  from SQLite when the index is opened and searched exactly;
+- the removed: base passages deleted since, which FAISS skips while searching (so k
+  results still come back).
+A run rewrites the base (compaction) only when the delta or the removed grow past
+their limits, or the index crosses FLAT_MAX. Limits and IVF parameters were chosen
+with bench/ann.py on real embeddings of real documentation.
+
+Threads: one question is searched on one thread. Fanning a single query vector out to
+OpenMP threads costs more than it saves, and on a busy machine much more.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from .errors import CorruptIndex
 
+FLAT_MAX = 20_000  # passages up to which exact search is fastest (bench/ann.py)
+DELTA_MAX = 10_000  # passages added since the base before it is rewritten
+REMOVED_MAX = 0.10  # share of the base deleted before it is rewritten
+TARGET_RECALL = 0.97  # recall@10 against exact search that nprobe is chosen for
+EXACT_FILTER_MAX = 5_000  # a path filter matching fewer passages is searched exactly
+PARALLEL_QUERIES = 16  # batches at least this big use every core
 
-def build(ids: np.ndarray, vectors: np.ndarray):
+Fetch = Callable[[np.ndarray], np.ndarray]  # passage ids -> their vectors, same order
+Rows = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # -> (ids, vectors) chunks
+
+
+@dataclass(frozen=True)
+class VectorLayout:
+    """What the index's meta table records about its vector index."""
+
+    kind: str  # "flat" (exact) or "ivf"
+    file: str | None  # the base file, in the index folder
+    max_id: int  # passages with larger ids are the delta
+    size: int  # vectors in the base file
+    dimension: int
+    nlist: int = 0  # IVF: lists (clusters)
+    nprobe: int = 0  # IVF: lists searched per question
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VectorLayout":
+        return cls(**data)
+
+
+def nlist_for(n: int) -> int:
+    """IVF lists for n vectors: about 2 sqrt(n), a power of two (bench/ann.py)."""
+    return 1 << max(6, round(math.log2(2 * math.sqrt(max(n, 1)))))
+
+
+def nprobe_for(nlist: int) -> int:
+    """Lists searched per question for recall@10 >= TARGET_RECALL (bench/ann.py)."""
+    return max(8, nlist // 32)
+
+
+class VectorIndex:
+    """One generation's vectors, open for searching: base + delta - removed."""
+
+    def __init__(self, layout: VectorLayout, base, delta_ids: np.ndarray, delta_vectors: np.ndarray,
+                 removed: np.ndarray, fetch: Fetch):
+        import faiss
+
+        self.layout = layout
+        self._base = base
+        self._delta = faiss.IndexIDMap2(faiss.IndexFlatIP(layout.dimension))
+        if len(delta_ids):
+            self._delta.add_with_ids(np.ascontiguousarray(delta_vectors, dtype=np.float32), delta_ids)
+        self._removed = removed
+        # Built once: a hash set of up to REMOVED_MAX of the base costs milliseconds.
+        self._not_removed = faiss.IDSelectorNot(faiss.IDSelectorBatch(removed)) if len(removed) else None
+        self._fetch = fetch
+        self.size = (base.ntotal if base is not None else 0) - len(removed) + len(delta_ids)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, passage ids) per query row, best first; ids of -1 pad short rows.
+
+        allowed: passage ids to search among (applied inside the search, before the top k).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = max(1, k)
+        if allowed is not None and len(allowed) <= max(EXACT_FILTER_MAX, k):
+            return _exact(queries, allowed, self._fetch(allowed), k)
+        _threads(len(queries))
+        parts = [self._search_base(queries, k, allowed)]
+        if self._delta.ntotal:
+            params = None
+            if allowed is not None:
+                import faiss
+
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            parts.append(self._delta.search(queries, min(k, self._delta.ntotal), params=params))
+        return _merge(parts, k)
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """The exact stored vectors of these passages."""
+        return self._fetch(np.asarray(ids, dtype=np.int64))
+
+    def _search_base(self, queries, k, allowed):
+        import faiss
+
+        empty = (np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64))
+        if self._base is None or self._base.ntotal == 0:
+            return empty
+        selector = faiss.IDSelectorBatch(allowed) if allowed is not None else self._not_removed
+        if self.layout.kind == "ivf":
+            nprobe = self.layout.nprobe
+            if allowed is not None:  # a filter keeps a share of each list: probe more of them
+                nprobe = min(self.layout.nlist, nprobe * math.ceil(self._base.ntotal / max(len(allowed), 1)))
+            params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)
+        else:
+            params = faiss.SearchParameters(sel=selector) if selector is not None else None
+        scores, ids = self._base.search(queries, min(k, self._base.ntotal), params=params)
+        if allowed is not None and self.layout.kind == "ivf" and (ids < 0).any():
+            # Too few of the allowed passages in the probed lists: search them exactly.
+            return _exact(queries, allowed, self._fetch(allowed), k)
+        return scores, ids
+
+    def describe(self) -> dict:
+        """For `kb info`: the kind and its parameters."""
+        info = {"kind": self.layout.kind, "vectors": self.size, "base": self.layout.size,
+                "delta": int(self._delta.ntotal), "removed": int(len(self._removed))}
+        if self.layout.kind == "ivf":
+            info.update(nlist=self.layout.nlist, nprobe=self.layout.nprobe)
+        return info
+
+
+def open_index(index_dir: Path, layout: VectorLayout, delta: tuple[np.ndarray, np.ndarray],
+               removed: np.ndarray, fetch: Fetch) -> VectorIndex:
+    base = None
+    if layout.file:
+        base = _read(index_dir / layout.file, mmap=layout.kind == "ivf")
+        if base.d != layout.dimension:
+            raise CorruptIndex(f"vector index {index_dir / layout.file} does not match its database; "
+                               "run `kb index --rebuild`")
+    return VectorIndex(layout, base, delta[0], delta[1], removed, fetch)
+
+
+def empty_rows(dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros((0, dimension), np.float32)
+
+
+def concat_rows(chunks: Iterator[tuple[np.ndarray, np.ndarray]], dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(chunks)
+    if not parts:
+        return empty_rows(dimension)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# -- writing ------------------------------------------------------------------------
+def needs_rewrite(layout: VectorLayout | None, live: int, delta: int, removed: int) -> bool:
+    """Whether this generation must write a new base file (see module docstring)."""
+    if layout is None or layout.kind == "flat":
+        return True  # exact indexes are small: rewriting is cheaper than keeping a delta
+    if live < FLAT_MAX // 2:
+        return True  # shrunk well below the threshold: back to exact search
+    return delta > DELTA_MAX or removed > REMOVED_MAX * max(layout.size, 1) or nlist_for(live) > 2 * layout.nlist
+
+
+def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_id: int, rows: Rows,
+               previous: VectorLayout | None, removed: np.ndarray, delta: Rows) -> VectorLayout:
+    """Write this generation's base file, holding every live passage; returns its layout.
+
+    live and max_id: how many passages the index holds and the largest id. An IVF base whose lists still suit the index size is updated (removed taken out,
+    delta added) rather than rebuilt: no re-training, no re-assigning the base.
+    """
     import faiss
 
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
-    if len(ids):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
-    return index
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    name = f"vectors.{generation}.faiss"
+    if live < FLAT_MAX:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        for ids, vectors in rows():
+            index.add_with_ids(vectors, ids)
+        kind, nlist, nprobe = "flat", 0, 0
+    elif previous is not None and previous.kind == "ivf" and previous.file and nlist_for(live) <= 2 * previous.nlist:
+        index = _read(index_dir / previous.file, mmap=False)
+        if len(removed):
+            index.remove_ids(faiss.IDSelectorBatch(removed))
+        for ids, vectors in delta():
+            index.add_with_ids(vectors, ids)
+        kind, nlist, nprobe = "ivf", previous.nlist, previous.nprobe
+    else:
+        nlist = nlist_for(live)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 10  # k-means iterations: recall was flat beyond 10 (bench/ann.py)
+        index.train(_training_sample(rows, live, 64 * nlist))
+        for ids, vectors in rows():
+            index.add_with_ids(vectors, ids)
+        kind, nprobe = "ivf", nprobe_for(nlist)
+    if index.ntotal != live:
+        raise CorruptIndex(f"the vector index would hold {index.ntotal} vectors for {live} passages; "
+                           "run `kb index --rebuild`")
+    write(index, index_dir / name)
+    return VectorLayout(kind, name, max_id, int(index.ntotal), dimension, nlist, nprobe)
+
+
+def _training_sample(rows: Rows, live: int, wanted: int) -> np.ndarray:
+    """Every n-th vector, about `wanted` of them: spread over the whole corpus."""
+    step = max(1, live // wanted)
+    chunks = [vectors[::step] for _, vectors in rows()]
+    return np.ascontiguousarray(np.concatenate(chunks)[:wanted])
 
 
 def write(index, path: Path) -> None:
@@ -34,26 +231,39 @@ def write(index, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def read(path: Path):
+def _read(path: Path, *, mmap: bool):
     import faiss
 
     try:
-        return faiss.read_index(str(path))
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
     except RuntimeError as e:
-        raise CorruptIndex(f"vector index {path} is unreadable; run `kb index --rebuild` ({str(e).splitlines()[0][:80]})") from None
+        raise CorruptIndex(f"vector index {path} is unreadable; run `kb index --rebuild` "
+                           f"({str(e).splitlines()[0][:80]})") from None
 
 
-def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, passage ids) for each query row, best first; ids of -1 pad short rows.
+# -- search helpers --------------------------------------------------------------------
+def _threads(queries: int) -> None:
+    import faiss
 
-    allowed: passage ids to search among (filtered inside FAISS, before the top k).
-    """
-    if index.ntotal == 0:
-        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    params = None
-    if allowed is not None:
-        import faiss
+    faiss.omp_set_num_threads(1 if queries < PARALLEL_QUERIES else (os.cpu_count() or 1))
 
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-    k = max(1, min(k, index.ntotal))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+
+def _exact(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int):
+    """Exact top k over the given vectors (FAISS's own kernels: no BLAS thread pool)."""
+    import faiss
+
+    if not len(ids):
+        return np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64)
+    _threads(len(queries))
+    scores, rows = faiss.knn(queries, np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(ids)),
+                             metric=faiss.METRIC_INNER_PRODUCT)
+    return scores, np.where(rows >= 0, np.asarray(ids)[np.maximum(rows, 0)], -1)
+
+
+def _merge(parts, k: int):
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    ids = np.concatenate([p[1] for p in parts], axis=1)
+    scores = np.where(ids < 0, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    return scores, np.where(np.isinf(scores), -1, ids)

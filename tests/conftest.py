@@ -35,12 +35,31 @@ def model():
     return packaged_model()
 
 
+class _Remembering:
+    """The real model, remembering each text's vector: tests that index the same corpus
+    again (to compare kinds of index, or kill and resume a run) embed it only once."""
+
+    def __init__(self, inner):
+        self.inner, self.model, self.dimension = inner, inner.model, inner.dimension
+        self._seen: dict[str, object] = {}
+
+    def embed(self, texts, *, progress=None):
+        import numpy as np
+
+        new = [t for t in dict.fromkeys(texts) if t not in self._seen]
+        if new:
+            self._seen.update(zip(new, self.inner.embed(new)))
+        if progress:
+            progress(len(texts))
+        return np.array([self._seen[t] for t in texts], dtype=np.float32).reshape(len(texts), self.dimension)
+
+
 @pytest.fixture(scope="session")
 def embedder(model):
     """The real packaged model, loaded once for the whole session."""
     from kb.embedding import load_embedder
 
-    return load_embedder(model, for_indexing=True)
+    return _Remembering(load_embedder(model, for_indexing=True))
 
 
 @pytest.fixture(scope="session")

@@ -137,27 +137,33 @@ def test_summary_names_all_four_counts(folder, tmp_path, embedder):
 
 
 def test_deleting_most_documents_frees_disk_space(tmp_path):
-    from kb.store import Store
+    from kb.store import Store, vector_key
 
     path = tmp_path / "kb.sqlite"
     store = Store(path, create=True)
     rng = np.random.default_rng(0)
-    ids = []
     with store.transaction():
         for n in range(200):
             row = {"abspath": f"/d/{n}.txt", "source": f"{n}.txt", "kind": "text", "size": 1, "mtime_ns": 1,
-                   "sha256": str(n), "indexed_at": "now"}
-            passages = [{"text": "word " * 200, "context": "", "char_start": 0, "char_end": 1000, "line_start": 1,
-                         "line_end": 1, "page": None, "record": None}] * 5
-            ids.append(store.add_document(row, passages, rng.random((5, 384), dtype=np.float32)))
+                   "sha256": str(n)}
+            passages = [{"text": f"word {n} {i} " * 100, "context": "", "char_start": 0, "char_end": 1000,
+                         "line_start": 1, "line_end": 1, "page": None, "record": None,
+                         "vector_key": vector_key(f"{n} {i}")} for i in range(5)]
+            store.add_embeddings([p["vector_key"] for p in passages], rng.random((5, 384), dtype=np.float32), run=1)
+            store.stage_document(row, {}, passages)
+        store.publish_staged([f"/d/{n}.txt" for n in range(200)], {}, "now")
+        store.unstage()
     store.close()
     full = path.stat().st_size
 
     store = Store(path, create=True)
+    ids = sorted(d.id for d in store.documents().values())
     with store.transaction():
+        keys = store.vector_keys_of(ids[:190])
         store.delete_documents(ids[:190])
+        assert store.prune_embeddings(keys) == 950
     assert store.reclaim_space() is True
-    assert store.counts() == (10, 50)
+    assert store.counts() == (10, 50) and store.embedding_counts() == (50, 0)
     store.close()
     assert path.stat().st_size < full * 0.2
 

@@ -1,52 +1,68 @@
-"""BM25 in SQLite FTS5: query building, normalised scores, kept in step with the index."""
+"""BM25 with tantivy: analysis, ranking equal to a reference BM25, normalised scores,
+generation folders that follow re-indexing."""
 
 from __future__ import annotations
 
-import sqlite3
+import hashlib
 
 import pytest
 
 from kb import KnowledgeBase
-from kb.lexical import Lexical, match_expression, query_terms
-from kb.store import _SCHEMA
+from kb.lexical import K1, LexicalIndex, LexicalWriter, query_terms, terms
+
+from .conftest import ARTICLE
 
 
-def test_query_terms_drop_stopwords_and_repeats():
-    assert query_terms("What is the BMA's position on the ACAS talks, and the BMA?") == ["bma", "position", "acas", "talks"]
+def test_query_terms_are_stemmed_without_stopwords_or_repeats():
+    assert query_terms("What is the BMA's position on the ACAS talks, and the BMA?") == ["bma", "posit", "aca", "talk"]
+    assert query_terms("Striking doctors strike") == ["strike", "doctor"]
     assert query_terms("the of and") == []
+    assert terms("Naïve Doctors") == ["naiv", "doctor"]  # passages keep every word, accents folded
 
 
-def test_match_expression_quotes_every_term():
-    # FTS5 syntax in a question (quotes, NOT, NEAR, *, -) is searched for, never executed.
-    assert match_expression(['say"what', "not", "near"]) == '"say""what" OR "not" OR "near"'
+def build(path, texts):
+    writer = LexicalWriter(path, None)
+    writer.add((i + 1, 1, t) for i, t in enumerate(texts))
+    writer.commit()
+    return LexicalIndex(path)
 
 
-def _memory_db(texts):
-    conn = sqlite3.connect(":memory:")
-    conn.executescript(_SCHEMA)
-    conn.execute("INSERT INTO documents VALUES (1, '/x', 'x', 'text', 0, 0, '', '')")
-    conn.executemany(
-        "INSERT INTO passages(id, document_id, ordinal, text, context, char_start, char_end, line_start, line_end)"
-        " VALUES (?, 1, ?, ?, '', 0, 0, 1, 1)", [(i + 1, i, t) for i, t in enumerate(texts)])
-    return conn
-
-
-def test_bm25_ranks_and_normalises():
-    conn = _memory_db([
+def test_bm25_ranks_and_normalises(tmp_path):
+    lex = build(tmp_path / "lexical.1", [
         "the strike ballot closed on thursday",
         "doctors voted to strike, and the strike ballot result was clear",
         "a recipe for sourdough bread",
         "weekend care in hospitals",
     ])
-    lex = Lexical(conn)
-    terms = query_terms("Did doctors strike after the ballot?")
-    found = lex.search(terms, 10)
+    wanted = query_terms("Did doctors strike after the ballot?")
+    found = lex.search(wanted, 10)
     assert [pid for pid, _ in found] == [2, 1]  # more of the terms, more often; the recipe never
-    ceiling = lex.ceiling(terms)
+    ceiling = lex.ceiling(wanted)
     assert all(0 < score / ceiling < 1 for _, score in found)
-    assert lex.score(terms, [1, 3]) == pytest.approx({1: dict(found)[1]})
+    assert lex.score(wanted, [1, 3]) == pytest.approx({1: dict(found)[1]})
     assert lex.search(query_terms("the of and"), 5) == []
     assert lex.search(['"; DROP TABLE passages; --'], 5) == []
+    assert lex.search(wanted, 10, documents=[2]) == [] and lex.search(wanted, 10, documents=[1]) == found
+
+
+def test_top_k_equals_a_reference_bm25(tmp_path):
+    """bm25s, an independent BM25 (Lucene's formula, same constants), over the same terms."""
+    import bm25s
+
+    sentences = [s.strip() for s in ARTICLE.read_text(encoding="utf-8").replace("\n", " ").split(". ") if s.strip()]
+    lex = build(tmp_path / "lexical.1", sentences)
+    reference = bm25s.BM25(method="lucene", k1=K1, b=0.75)
+    reference.index([terms(s) for s in sentences], show_progress=False)
+    questions = ["junior doctors strike ballot", "Jeremy Hunt weekend contract", "ACAS negotiations BMA",
+                 "patients safety at weekends", "locum cover costs trusts", "doctors move abroad to Australia"]
+    for question in questions:
+        wanted = query_terms(question)
+        expected = reference.get_scores(wanted) * (K1 + 1)  # Lucene 8+ dropped the constant (k1 + 1)
+        ours = dict(lex.search(wanted, 10))
+        top = [i for i in sorted(range(len(sentences)), key=lambda i: -expected[i])[:10] if expected[i] > 0]
+        assert [pid - 1 for pid in ours] == top, question
+        for pid, score in ours.items():
+            assert score == pytest.approx(expected[pid - 1], rel=0.02), question  # tantivy stores lengths in a byte
 
 
 def test_lexical_index_follows_reindexing(tmp_path):
@@ -61,8 +77,24 @@ def test_lexical_index_follows_reindexing(tmp_path):
     assert "axolotl" in kb.ask("axolotl survey", k=1, mode="lexical")[0].text
     doc.unlink()
     kb.index([])  # the file is gone: its passages and their BM25 entries go too
-    conn = sqlite3.connect(tmp_path / "index" / "kb.sqlite")
-    assert conn.execute("SELECT COUNT(*) FROM passages_fts WHERE passages_fts MATCH 'axolotl'").fetchone()[0] == 0
+    [folder] = [p for p in (tmp_path / "index").iterdir() if p.name.startswith("lexical.")]
+    assert folder.name == f"lexical.{kb.info()['generation']}"
+    assert LexicalIndex(folder).search(query_terms("axolotl survey"), 5) == []
+
+
+def test_a_new_generation_never_touches_the_previous_folder(tmp_path):
+    """Readers of the last generation keep reading while a run builds the next one."""
+    first = build(tmp_path / "lexical.1", ["alpha beta", "beta gamma", "gamma delta"])
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "lexical.1").iterdir()}
+    writer = LexicalWriter(tmp_path / "lexical.2", tmp_path / "lexical.1")
+    writer.delete_documents([1])
+    writer.add([(4, 2, "delta epsilon"), (5, 2, "epsilon zeta")])
+    writer.commit()
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "lexical.1").iterdir()}
+    assert after == before
+    assert [pid for pid, _ in first.search(["gamma"], 5)] and LexicalIndex(tmp_path / "lexical.1").passages == 3
+    second = LexicalIndex(tmp_path / "lexical.2")
+    assert second.passages == 2 and sorted(pid for pid, _ in second.search(["epsilon"], 5)) == [4, 5]
 
 
 def test_lexical_mode_needs_no_model(article_index, monkeypatch):

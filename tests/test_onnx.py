@@ -61,7 +61,7 @@ def onnx(model, embedder):
     """The exported model as `kb` uses it (the session fixture exported it to the cache)."""
     from kb.onnx_embedder import OnnxEmbedder
 
-    assert isinstance(embedder, OnnxEmbedder), "indexing should use the ONNX backend once exported"
+    assert isinstance(embedder.inner, OnnxEmbedder), "indexing should use the ONNX backend once exported"
     return OnnxEmbedder(model, full_check=True)
 
 

@@ -57,10 +57,12 @@ def built(tmp_path, embedder):
 
 
 # -- kill -9 ------------------------------------------------------------------------
-# Where a real `kb index` process is killed: after embedding, mid-transaction (rows
-# written, not committed), after the new FAISS file is written but before the commit,
-# and after the commit but before old files are cleaned up.
-@pytest.mark.parametrize("point, committed", [("writing", False), ("faiss-written", False), ("committed", True)])
+# Where a real `kb index` process is killed: after a batch of vectors is committed, after
+# embedding, mid-transaction (rows written, not committed), after the next generation's
+# lexical folder and FAISS file are written but before the commit, and after the commit
+# but before old files are cleaned up.
+@pytest.mark.parametrize("point, committed", [("batch-committed", False), ("embedded", False), ("writing", False),
+                                              ("derived-written", False), ("committed", True)])
 def test_kill_9_leaves_a_usable_index(built, embedder, point, committed):
     docs, index_dir = built
     before = answers(index_dir, embedder)
@@ -82,7 +84,10 @@ def test_kill_9_leaves_a_usable_index(built, embedder, point, committed):
     # The next run completes the work and leaves no debris of the killed one.
     report = KnowledgeBase(index_dir, embedder=embedder).index([docs])
     assert (report.documents, report.passages) == (2, 2)
-    assert sorted(p.name for p in index_dir.iterdir() if "vectors" in p.name) == [f"vectors.{generation + (2 if committed else 1)}.faiss"]
+    info = KnowledgeBase(index_dir).info()
+    derived = {p.name for p in index_dir.iterdir() if p.name.startswith(("vectors", "lexical", ".vectors"))}
+    assert derived == {info["vector_index"]["file"], info["lexical_index"]["folder"]}
+    assert info["staged_documents"] == 0 and info["vector_cache"] == {"vectors": 2, "unused": 0}
     assert {name for name, *_ in answers(index_dir, embedder)} == {"kettle.txt", "ovens.txt"}
 
 

@@ -72,8 +72,11 @@ def test_best_sentence_is_inside_the_passage_and_answers(article_kb):
         if answering is not None:
             found += 1
             right += needle in answering.sentence
-    # In the passage that holds the answer, the highlighted sentence is the answer (measured 26/33).
-    assert right / found >= 0.7, (right, found)
+    # In the passage that holds the answer, the highlighted sentence is the answer: measured
+    # 23/33 with no model call (kb 0.1 embedded every sentence: 26/33). These questions avoid
+    # the article's words on purpose; on XQuAD the cheap method is the better one
+    # (bench/highlight.py).
+    assert right / found >= 0.65, (right, found)
 
 
 def test_score_parts_explain_the_hybrid_score(article_kb):
@@ -213,3 +216,21 @@ def test_mmr_gives_k_distinct_hits(article_kb):
     diverse = article_kb.ask("junior doctors strike", k=4, mmr=0.5)
     assert len(diverse) == 4 and len({h.passage_id for h in diverse}) == 4
     assert diverse[0].passage_id == plain[0].passage_id
+
+
+def test_highlighting_calls_no_model(article_index, embedder):
+    """One embedding call per batch of questions: best sentences come from word pieces and terms."""
+    from .test_incremental import CountingEmbedder
+
+    calls = []
+
+    class Recording(CountingEmbedder):
+        def embed(self, texts, *, progress=None):
+            calls.append(list(texts))
+            return super().embed(texts, progress=progress)
+
+    kb = KnowledgeBase(article_index, embedder=Recording(embedder))
+    questions = [q for q, _ in QUESTIONS[:6]]
+    rows = kb.ask_many(questions, k=3)
+    assert calls == [questions]
+    assert all(h.sentence_start is not None for row in rows for h in row)

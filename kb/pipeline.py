@@ -1,0 +1,447 @@
+"""One `kb index` run, files -> documents -> passages -> vectors -> the next generation.
+
+    plan     compare the files found with the index: new, changed, gone, unchanged
+    prepare  file by file, in bounded batches: read, chunk, look each passage's vector up
+             by content, embed only what is new; commit vectors and the staged documents
+             batch by batch (no reader looks at either)
+    publish  one short transaction: swap the staged documents in, write the next
+             generation's lexical folder and (if due) vector base file, record the
+             generation; readers see all of it or none of it
+    tidy     remove older generations' files, drop vectors nothing uses, reclaim space
+
+Memory stays bounded: a batch of documents is in flight at a time, and the publish step
+works inside SQLite. A run killed at any moment keeps every batch it committed: the
+next run finds those documents staged (same size and mtime) and those vectors cached,
+so it embeds at most the one batch that was lost. Reading and chunking run in a thread
+ahead of the model (the tokenizer and the file reads release the GIL), so a big folder
+indexes at close to the embedder's own rate.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import vector_index
+from .documents import Document, Skipped, SourceFile, read_document
+from .lexical import LexicalWriter
+from .model import TokenCounter, packaged_model
+from .passages import ChunkSettings, Passage, make_passages
+from .store import Store, StoredDocument, vector_key
+from .vector_index import VectorLayout
+
+BATCH = 512  # texts embedded and committed together: at most this much work is lost to a kill
+READ_AHEAD = 64  # documents read and chunked ahead of the embedder
+
+
+@dataclass
+class IndexReport:
+    """What one `index()` run did."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    ignored: int = 0  # files of types kb does not read
+    excluded: int = 0  # files and folders matched by .gitignore/.kbignore rules
+    skipped: list[Skipped] = field(default_factory=list)
+    documents: int = 0
+    passages: int = 0
+    passages_embedded: int = 0  # texts the model read in this run
+    passages_reused: int = 0  # passages of new or changed files whose vectors were already stored
+    seconds: float = 0.0
+    rebuilt: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "documents": self.documents,
+            "passages": self.passages,
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "ignored": self.ignored,
+            "excluded": self.excluded,
+            "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+            "passages_embedded": self.passages_embedded,
+            "passages_reused": self.passages_reused,
+            "seconds": round(self.seconds, 3),
+            "rebuilt": self.rebuilt,
+        }
+
+
+@dataclass
+class Progress:
+    """How far a run is, for a progress display: updated after every batch."""
+
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    passages: int = 0  # passages of the files done
+    embedded: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stage: str = "reading"  # reading | publishing | done
+
+    @property
+    def rate(self) -> float:
+        """Passages per second so far."""
+        return self.passages / max(time.monotonic() - self.started, 1e-9)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, from the share of bytes done (files vary too much to count them)."""
+        if not self.bytes_done or self.bytes_done >= self.bytes_total:
+            return None
+        elapsed = time.monotonic() - self.started
+        return elapsed * (self.bytes_total - self.bytes_done) / self.bytes_done
+
+
+OnProgress = Callable[[Progress], None]
+GetEmbedder = Callable[[], object]  # -> an kb.embedding.Embedder, loaded only when needed
+
+
+@dataclass
+class _Plan:
+    todo: list[SourceFile]  # files to read, chunk and stage
+    gone: list[StoredDocument]  # documents to drop: files removed, changed, or now unreadable
+    touched: list[tuple[int, SourceFile]]  # same bytes, new mtime or citation path
+    staged: set[str]  # abspaths of todo already staged by a killed run
+
+
+def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: IndexReport, *,
+        settings: ChunkSettings | None, rebuild: bool, get_embedder: GetEmbedder,
+        on_progress: OnProgress | None = None) -> None:
+    """Make the index mirror `files` (see the module docstring); fills in `report`."""
+    model = packaged_model()
+    settings = settings or _stored_settings(store) or ChunkSettings()
+    built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
+    meta = store.all_meta()
+    report.rebuilt = rebuild or (meta.get("generation") is not None and
+                                 any(meta.get(k) != v for k, v in built_with.items()))
+    with store.transaction():
+        run_number = (meta.get("runs") or 0) + 1
+        store.set_meta("runs", run_number)
+        if rebuild and meta.get("rebuild_from") is None:
+            store.set_meta("rebuild_from", run_number)  # kept until published: a killed rebuild resumes
+    trust_from = store.get_meta("rebuild_from") if rebuild else 0
+
+    plan = _plan(store, files, report, settings)
+    progress = Progress(files_total=len(plan.todo), bytes_total=sum(f.size for f in plan.todo))
+    prepare = _Preparer(store, settings, model.weights_sha256, run_number, trust_from or 0, get_embedder,
+                        report, progress, on_progress, batch=int(os.environ.get("KB_BATCH") or BATCH))
+    prepare.run(plan)
+    _crash_point("embedded")
+    progress.stage = "publishing"
+    if on_progress:
+        on_progress(progress)
+    _publish(store, index_dir, plan, prepare.staged_ok, report, built_with, prepare.dimension, meta, run_number)
+    progress.stage = "done"
+    if on_progress:
+        on_progress(progress)
+
+
+# -- plan ------------------------------------------------------------------------------
+def _plan(store: Store, files: Sequence[SourceFile], report: IndexReport, settings: ChunkSettings) -> _Plan:
+    stored = {} if report.rebuilt else store.documents()
+    staged = store.staged_documents()
+    current = {f.abspath for f in files}
+    report.removed = sorted(d.source for p, d in stored.items() if p not in current)
+    todo, touched, gone = [], [], [d for p, d in stored.items() if p not in current]
+    reusable = set()
+    for f in files:
+        old = stored.get(f.abspath)
+        if old and (old.size, old.mtime_ns, old.source) == (f.size, f.mtime_ns, f.source):
+            report.unchanged += 1
+            continue
+        todo.append(f)
+        s = staged.get(f.abspath)
+        if s and (s.size, s.mtime_ns, s.chunking) == (f.size, f.mtime_ns, settings.to_dict()):
+            reusable.add(f.abspath)
+    # Staged documents this run will not use (a killed run's, for other files or versions).
+    with store.transaction():
+        store.unstage([a for a in staged if a not in reusable])
+    return _Plan(todo, gone, touched, reusable)
+
+
+# -- prepare -------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    file: SourceFile
+    document: Document
+    passages: list[Passage]
+    keys: list[bytes]
+    waits_for: int  # how many texts must be embedded before this document can be staged
+
+
+class _Preparer:
+    """Read, chunk, embed and stage the plan's files, committing batch by batch."""
+
+    def __init__(self, store: Store, settings: ChunkSettings, model_id: str, run_number: int, trust_from: int,
+                 get_embedder: GetEmbedder, report: IndexReport, progress: Progress, on_progress: OnProgress | None,
+                 batch: int = BATCH):
+        self.batch = max(1, batch)
+        self.store, self.settings, self.model_id = store, settings, model_id
+        self.run_number, self.trust_from = run_number, trust_from
+        self.get_embedder, self.report, self.progress, self.on_progress = get_embedder, report, progress, on_progress
+        self.pending: deque[_Pending] = deque()
+        self.missing: dict[bytes, str] = {}  # key -> text, waiting for the model, in order
+        self.embedded = 0  # texts embedded so far (pending documents wait on a count)
+        self.queued = 0  # texts ever queued for embedding
+        self.pending_passages = 0
+        self.batches = 0
+        self.staged_ok: list[SourceFile] = []  # todo files staged (this run or a killed one)
+        self.dimension: int | None = None
+
+    def run(self, plan: _Plan) -> None:
+        stored = {} if self.report.rebuilt else self.store.documents()
+        fresh = [f for f in plan.todo if f.abspath not in plan.staged]
+        for f in plan.todo:
+            if f.abspath in plan.staged:  # read, chunked and embedded by a run that was killed
+                (self.report.changed if f.abspath in stored else self.report.added).append(f.source)
+                self.staged_ok.append(f)
+                self._done(f, self.store.staged_passage_count(f.abspath))
+        for f, item in _read_ahead(fresh, self.settings):
+            if isinstance(item, Skipped):
+                self.report.skipped.append(item)
+                self._done(f, 0)
+                continue
+            document, passages = item
+            old = stored.get(f.abspath)
+            if old and old.sha256 == document.sha256:  # same bytes: only the mtime or path moved
+                plan.touched.append((old.id, f))
+                self.report.unchanged += 1
+                self._done(f, 0)
+                continue
+            (self.report.changed if old else self.report.added).append(f.source)
+            self._queue(f, document, passages)
+            while len(self.missing) >= self.batch or self.pending_passages >= 2 * self.batch:
+                self._embed_and_stage(self.batch)
+        while self.pending or self.missing:
+            self._embed_and_stage(self.batch)
+
+    def _queue(self, f: SourceFile, document: Document, passages: list[Passage]) -> None:
+        prefix = self.model_id + "\0"
+        keys = [vector_key(prefix + p.embedding_text) for p in passages]
+        cached = self.store.known_keys(keys, since=self.trust_from)
+        for key, p in zip(keys, passages):
+            if key not in cached and key not in self.missing:
+                self.missing[key] = p.embedding_text
+                self.queued += 1
+        self.report.passages_reused += sum(1 for k in keys if k in cached)
+        self.pending.append(_Pending(f, document, passages, keys, self.queued))
+        self.pending_passages += len(passages)
+
+    def _embed_and_stage(self, n: int) -> None:
+        keys = list(self.missing)[:n]
+        vectors = None
+        if keys:
+            embedder = self.get_embedder()
+            vectors = embedder.embed([self.missing[k] for k in keys])
+            self.dimension = int(vectors.shape[1])
+        ready = []
+        while self.pending and self.pending[0].waits_for <= self.embedded + len(keys):
+            ready.append(self.pending.popleft())
+        with self.store.transaction():
+            if keys:
+                self.store.add_embeddings(keys, vectors, run=self.run_number)
+            for item in ready:
+                self.store.stage_document(_document_row(item.document), self.settings.to_dict(),
+                                          [_passage_row(p, k) for p, k in zip(item.passages, item.keys)])
+        for key in keys:
+            del self.missing[key]
+        self.embedded += len(keys)
+        self.report.passages_embedded += len(keys)
+        self.progress.embedded += len(keys)
+        for item in ready:
+            self.pending_passages -= len(item.passages)
+            self.staged_ok.append(item.file)
+            self._done(item.file, len(item.passages))
+        self.batches += 1
+        _crash_point("batch-committed", self.batches)
+
+    def _done(self, f: SourceFile, passages: int) -> None:
+        self.progress.files_done += 1
+        self.progress.bytes_done += f.size
+        self.progress.passages += passages
+        if self.on_progress:
+            self.on_progress(self.progress)
+
+
+def _read_ahead(files: Sequence[SourceFile], settings: ChunkSettings) -> Iterator[tuple[SourceFile, object]]:
+    """(file, (document, passages) or Skipped) in order, produced by a thread ahead of the caller."""
+    items: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            counter = TokenCounter(packaged_model().tokenizer_file)
+            for f in files:
+                if stop.is_set():
+                    return
+                items.put((f, _read_and_chunk(f, counter, settings)))
+        except BaseException as e:  # surfaced in the caller's thread
+            items.put((None, e))
+        items.put(None)
+
+    thread = threading.Thread(target=produce, name="kb-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not None:
+            if item[0] is None:
+                raise item[1]
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings):
+    try:
+        document = read_document(f)
+        return document, make_passages(document, counter, settings)
+    except (OSError, ValueError) as e:
+        return Skipped(f.source, getattr(e, "strerror", None) or str(e))
+    except Exception as e:  # a parser's bug on one odd file must not cost the run
+        return Skipped(f.source, f"could not be read ({type(e).__name__}: {str(e)[:80]})")
+
+
+# -- publish -------------------------------------------------------------------------
+def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile], report: IndexReport,
+             built_with: dict, dimension: int | None, meta: dict, run_number: int) -> None:
+    previous_generation = meta.get("generation") or 0
+    generation = previous_generation + 1
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    stored = {} if report.rebuilt else store.documents()
+    unreadable = {s.source for s in report.skipped}
+    gone = [d.id for d in plan.gone] + [d.id for p, d in stored.items() if d.source in unreadable]
+    gone += [stored[f.abspath].id for f in staged if f.abspath in stored]
+    changes = bool(gone or staged or report.rebuilt or not previous_generation)
+    dimension = dimension or meta.get("dimension") or _model_dimension()
+
+    with store.transaction():
+        if report.rebuilt:
+            store.conn.execute("DELETE FROM documents")
+        old_keys = store.vector_keys_of(gone)
+        store.delete_documents(gone)
+        for doc_id, f in plan.touched:
+            store.touch_document(doc_id, f.source, f.size, f.mtime_ns)
+        newest_before = store.max_passage_id()
+        store.publish_staged([f.abspath for f in staged], {f.abspath: f.source for f in staged}, now)
+        _crash_point("writing")
+        lexical = meta.get("lexical")
+        if changes:
+            previous = None if report.rebuilt or not lexical else index_dir / lexical
+            lexical = f"lexical.{generation}"
+            writer = LexicalWriter(index_dir / lexical, previous)
+            writer.delete_documents(gone)
+            writer.add(store.passages_after(newest_before))
+            writer.commit()
+        previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
+        if changes or previous_layout is None:
+            layout = _update_vectors(store, index_dir, generation, dimension, previous_layout)
+        else:
+            layout = previous_layout
+        _crash_point("derived-written")
+        store.unstage([f.abspath for f in staged])
+        report.documents, report.passages = store.counts()
+        for key, value in built_with.items():
+            store.set_meta(key, value)
+        store.set_meta("dimension", dimension)
+        store.set_meta("lexical", lexical)
+        store.set_meta("vectors", layout.to_dict())
+        store.set_meta("generation", generation)
+        store.set_meta("rebuild_from", None)
+        store.set_meta("published_run", run_number)
+        if changes:
+            store.set_meta("built_at", now)
+        if report.rebuilt:
+            store.prune_embeddings()
+        else:
+            store.prune_embeddings(old_keys)
+            if (meta.get("published_run") or 0) < run_number - 1:
+                # Runs since the last publish were killed: drop what they embedded for
+                # files that are gone or changed again since.
+                store.prune_embeddings(since_run=(meta.get("published_run") or 0) + 1)
+    _crash_point("committed")
+    _remove_unused_files(index_dir, keep={lexical, layout.file})
+    if gone or report.rebuilt:
+        store.reclaim_space()
+
+
+def _update_vectors(store: Store, index_dir: Path, generation: int, dimension: int,
+                    previous: VectorLayout | None) -> VectorLayout:
+    live = store.counts()[1]
+    removed = store.removed_ids(previous.max_id) if previous else np.zeros(0, np.int64)
+    delta = store.count_after(previous.max_id) if previous else live
+    if previous is not None and not vector_index.needs_rewrite(previous, live, delta, len(removed)):
+        return previous
+    layout = vector_index.write_base(
+        index_dir, generation, dimension, live, store.max_passage_id(),
+        rows=lambda: store.vector_rows(dimension), previous=previous, removed=removed,
+        delta=lambda: store.vector_rows(dimension, after=previous.max_id if previous else -1))
+    store.clear_removed()
+    return layout
+
+
+def _remove_unused_files(index_dir: Path, keep: set) -> None:
+    """Older generations' files, and half-written ones of killed runs (we hold the lock)."""
+    import shutil
+
+    for path in index_dir.iterdir():
+        name = path.name
+        derived = name.startswith(("lexical.", "vectors.", ".vectors."))
+        if derived and name not in keep:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _crash_point(name: str, count: int = 1) -> None:
+    """Fault injection for the crash-safety tests: KB_CRASH_AT=name (or name:N, the Nth
+    time there) kills this process here."""
+    wanted = os.environ.get("KB_CRASH_AT")
+    if wanted and wanted in (name, f"{name}:{count}") and (wanted != name or count == 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _stored_settings(store: Store) -> ChunkSettings | None:
+    stored = store.get_meta("chunking")
+    return ChunkSettings(**stored) if stored else None
+
+
+def _model_dimension() -> int:
+    """The packaged model's output size, from its config: no model is loaded."""
+    import json
+
+    model = packaged_model()
+    config = json.loads((model.path / "config.json").read_text())
+    return int(config["hidden_size"])
+
+
+def _document_row(doc: Document) -> dict:
+    f = doc.file
+    return {"abspath": f.abspath, "source": f.source, "kind": f.kind, "size": f.size,
+            "mtime_ns": f.mtime_ns, "sha256": doc.sha256}
+
+
+def _passage_row(p: Passage, key: bytes) -> dict:
+    return {"text": p.text, "context": p.context, "char_start": p.char_start, "char_end": p.char_end,
+            "line_start": p.line_start, "line_end": p.line_end, "page": p.page, "record": p.record,
+            "vector_key": key}

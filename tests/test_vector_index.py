@@ -1,0 +1,192 @@
+"""The approximate vector index on real embeddings of real text: it agrees with exact search,
+follows re-indexing (delta, removed passages, compaction, switching kind), and honours
+deletes and path filters before the top k."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kb import KnowledgeBase, vector_index
+
+from .test_incremental import CountingEmbedder
+
+DOCS = Path(__file__).parent / "fixtures" / "python-docs"
+QUESTIONS = [
+    "How do I cache the results of an expensive function?",
+    "split a shell command line into words",
+    "Which time zones does the standard library know about?",
+    "pack binary data into bytes with a format string",
+    "make an executable archive of Python code",
+    "find which lines of my program allocate the most memory",
+    "partial application of a function's arguments",
+    "quote a string for a POSIX shell",
+    "convert between little-endian and big-endian integers",
+    "compare two memory snapshots to find a leak",
+    "what does the interpreter line in a zipapp do?",
+    "total ordering of a class from one comparison method",
+]
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vectors") / "docs"
+    shutil.copytree(DOCS, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exact(docs, tmp_path_factory, embedder):
+    index_dir = tmp_path_factory.mktemp("exact") / "index"
+    KnowledgeBase(index_dir, embedder=embedder).index([docs])
+    assert KnowledgeBase(index_dir).info()["vector_index"]["kind"] == "flat"
+    return index_dir
+
+
+@pytest.fixture
+def small_threshold(monkeypatch):
+    """Make a 246-passage corpus count as big: the IVF code paths on real vectors."""
+    monkeypatch.setattr(vector_index, "FLAT_MAX", 100)
+    monkeypatch.setattr(vector_index, "nlist_for", lambda n: 16)
+    monkeypatch.setattr(vector_index, "nprobe_for", lambda nlist: 6)
+
+
+def top_ids(index_dir, k=10, **options):
+    """(source, char_start) of the top k per question: comparable across two indexes."""
+    rows = KnowledgeBase(index_dir).ask_many(QUESTIONS, k, mode="dense", best_sentence=False,
+                                             merge_overlaps=False, **options)
+    return [[(Path(h.source).name, h.char_start) for h in row] for row in rows]
+
+
+def recall(found, truth) -> float:
+    return sum(len(set(f) & set(t)) for f, t in zip(found, truth)) / sum(len(t) for t in truth)
+
+
+def test_ivf_agrees_with_exact_search(docs, exact, tmp_path, embedder, small_threshold):
+    index_dir = tmp_path / "index"
+    KnowledgeBase(index_dir, embedder=embedder).index([docs])
+    info = KnowledgeBase(index_dir).info()
+    assert info["passages"] > 200
+    assert info["vector_index"]["kind"] == "ivf" and info["vector_index"]["base_vectors"] == info["passages"]
+    assert (info["vector_index"]["nlist"], info["vector_index"]["nprobe"]) == (16, 6)
+    assert recall(top_ids(index_dir), top_ids(exact)) >= 0.97
+    scores = [h.score for h in KnowledgeBase(index_dir).ask(QUESTIONS[0], k=5, mode="dense")]
+    exact_scores = [h.score for h in KnowledgeBase(exact).ask(QUESTIONS[0], k=5, mode="dense")]
+    assert scores == pytest.approx(exact_scores, abs=1e-5)  # IVF-Flat scores are exact cosines
+
+
+def test_ivf_follows_adds_deletes_and_compaction(docs, exact, tmp_path, embedder, small_threshold, monkeypatch):
+    folder = tmp_path / "docs"
+    shutil.copytree(docs, folder)
+    index_dir = tmp_path / "index"
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    kb.index([folder])
+    base_file = kb.info()["vector_index"]["file"]
+
+    # A new file goes to the delta: found, and the base file is not rewritten.
+    (folder / "kettles.txt").write_text("Descale the kettle monthly with white vinegar.", encoding="utf-8")
+    kb.index([folder])
+    info = kb.info()["vector_index"]
+    assert (info["file"], info["delta_vectors"], info["removed_vectors"]) == (base_file, 1, 0)
+    assert kb.ask("how do I get limescale out of a kettle?", k=1)[0].source.endswith("kettles.txt")
+
+    # A deleted file's passages are skipped inside the search: k results, none of them.
+    monkeypatch.setattr(vector_index, "REMOVED_MAX", 0.5)
+    (folder / "shlex.rst.txt").unlink()
+    kb.index([folder])
+    info = kb.info()["vector_index"]
+    assert info["file"] == base_file and info["removed_vectors"] > 0
+    for row in KnowledgeBase(index_dir).ask_many(QUESTIONS, 10, mode="dense", merge_overlaps=False):
+        assert len(row) == 10 and not any(h.source.endswith("shlex.rst.txt") for h in row)
+
+    # Past the delta limit, the next run writes a new base: same answers, no delta.
+    monkeypatch.setattr(vector_index, "DELTA_MAX", 0)
+    (folder / "ovens.txt").write_text("Clean an oven with baking soda paste left overnight.", encoding="utf-8")
+    before = top_ids(index_dir, k=5)
+    kb.index([folder])
+    info = kb.info()["vector_index"]
+    assert info["file"] != base_file and (info["delta_vectors"], info["removed_vectors"]) == (0, 0)
+    assert info["base_vectors"] == kb.info()["passages"]
+    after = top_ids(index_dir, k=5)
+    assert recall(after, before) >= 0.97
+    assert sorted(p.name for p in index_dir.glob("vectors.*")) == [info["file"]]
+
+
+def test_switching_kind_across_the_threshold_keeps_answers(docs, exact, tmp_path, embedder, monkeypatch):
+    folder = tmp_path / "docs"
+    shutil.copytree(docs, folder)
+    index_dir = tmp_path / "index"
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    kb.index([folder])
+    assert kb.info()["vector_index"]["kind"] == "flat"
+    flat = top_ids(index_dir)
+
+    monkeypatch.setattr(vector_index, "FLAT_MAX", 200)  # the folder grows past the threshold
+    monkeypatch.setattr(vector_index, "nlist_for", lambda n: 16)
+    monkeypatch.setattr(vector_index, "nprobe_for", lambda nlist: 6)
+    (folder / "kettles.txt").write_text("Descale the kettle monthly with white vinegar.", encoding="utf-8")
+    kb.index([folder])
+    assert kb.info()["vector_index"]["kind"] == "ivf"
+    assert recall(top_ids(index_dir), flat) >= 0.97
+
+    monkeypatch.setattr(vector_index, "FLAT_MAX", 1000)  # and shrinks back below it
+    (folder / "kettles.txt").unlink()
+    kb.index([folder])
+    assert kb.info()["vector_index"]["kind"] == "flat"
+    assert top_ids(index_dir) == flat
+
+
+@pytest.mark.parametrize("exact_filter_max", [vector_index.EXACT_FILTER_MAX, 0])
+def test_path_filters_apply_before_the_top_k(docs, tmp_path, embedder, small_threshold, monkeypatch,
+                                             exact_filter_max):
+    """A filter matching 3 passages returns those 3, searched exactly or inside the IVF lists."""
+    monkeypatch.setattr(vector_index, "EXACT_FILTER_MAX", exact_filter_max)
+    folder = tmp_path / "docs"
+    shutil.copytree(docs, folder)
+    (folder / "notes").mkdir()
+    for n, text in enumerate(["Descale the kettle monthly.", "Oil the bicycle chain.", "Water the tomatoes early."]):
+        (folder / "notes" / f"{n}.txt").write_text(text, encoding="utf-8")
+    index_dir = tmp_path / "index"
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    kb.index([folder])
+    monkeypatch.setattr(vector_index, "DELTA_MAX", 0)  # all in the IVF base, none in the delta
+    (folder / "x.txt").write_text("Something else entirely.", encoding="utf-8")
+    kb.index([folder])
+    assert kb.info()["vector_index"]["delta_vectors"] == 0
+    for mode in ("dense", "hybrid"):
+        hits = KnowledgeBase(index_dir).ask("How do I cache a function?", k=5, mode=mode, paths=[str(folder / "notes")])
+        assert sorted(Path(h.source).name for h in hits) == ["0.txt", "1.txt", "2.txt"]
+    hits = KnowledgeBase(index_dir).ask("binary data", k=5, mode="dense", paths=["*struct*"])
+    assert len(hits) == 5 and all(h.source.endswith("struct.rst.txt") for h in hits)
+
+
+def test_the_vector_file_is_memory_mapped_not_read(docs, tmp_path, embedder, small_threshold):
+    index_dir = tmp_path / "index"
+    KnowledgeBase(index_dir, embedder=embedder).index([docs])
+    kb = KnowledgeBase(index_dir)
+    kb.ask("binary data", k=1, mode="dense")
+    from kb.vector_index import _read
+
+    import faiss
+
+    base = kb._open_reader().vectors._base
+    assert isinstance(base, faiss.IndexIVFFlat)
+    # Lists served from the mapped file, not copied into memory (as a full read would).
+    assert isinstance(faiss.downcast_InvertedLists(base.invlists), faiss.OnDiskInvertedLists)
+    full = _read(index_dir / kb.info()["vector_index"]["file"], mmap=False)
+    assert isinstance(faiss.downcast_InvertedLists(full.invlists), faiss.ArrayInvertedLists)
+
+
+def test_one_question_one_thread(article_kb, monkeypatch):
+    import faiss
+
+    calls = []
+    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: calls.append(n))
+    article_kb.ask("who is striking?", k=3)
+    assert calls and set(calls) == {1}
+    calls.clear()
+    article_kb.ask_many(["who is striking?"] * 20, k=3)
+    assert set(calls) == {max(1, __import__("os").cpu_count() or 1)}
