@@ -10,7 +10,15 @@ The pipeline, one module per arrow:
 Importing kb is light: torch and sentence-transformers load only when text is embedded.
 """
 
-from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, KbError, NoIndex, NoResults
+from .errors import (
+    BadInput,
+    CorruptIndex,
+    IndexBusy,
+    IndexMismatch,
+    KbError,
+    NoIndex,
+    NoResults,
+)
 from .hits import Hit
 from .knowledge_base import IndexReport, KnowledgeBase
 from .passages import ChunkSettings, Passage

@@ -115,13 +115,14 @@ def _chunk_section(text, start, end, context, count_tokens, token_ends, budget, 
         return []
     sizes = count_tokens([text[a:b] for a, b, _ in units])
     pieces: list[tuple[int, int, int, int]] = []  # (start, end, paragraph, tokens)
+    mid_word: set[int] = set()  # pieces of a sentence cut at token boundaries (maybe mid-word)
     for (a, b, para), size in zip(units, sizes):
         if size <= budget:
             pieces.append((a, b, para, size))
         else:
-            pieces.extend(
-                (x, y, para, n) for x, y, n in _cut_long(text, a, b, count_tokens, token_ends, budget)
-            )
+            for x, y, n in _cut_long(text, a, b, count_tokens, token_ends, budget):
+                mid_word.add(len(pieces))
+                pieces.append((x, y, para, n))
 
     chunks: list[Chunk] = []
     i = 0
@@ -139,7 +140,10 @@ def _chunk_section(text, start, end, context, count_tokens, token_ends, budget, 
                 if pieces[cut][2] != pieces[cut - 1][2] and cut - i >= (j - i + 1) // 2:
                     j = cut
                     break
-        while j > i + 1 and count_tokens([text[pieces[i][0]:pieces[j - 1][1]]])[0] > budget:
+        # Whole sentences are separated by whitespace, where the tokenizer splits anyway, so
+        # their counts add up exactly; a sentence cut mid-word may not: count the real span.
+        while j > i + 1 and any(n in mid_word for n in range(i, j)) and \
+                count_tokens([text[pieces[i][0]:pieces[j - 1][1]]])[0] > budget:
             j -= 1
         chunks.append(Chunk(pieces[i][0], pieces[j - 1][1], context))
         if j >= len(pieces):

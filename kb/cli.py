@@ -10,7 +10,13 @@ import sys
 
 import click
 
-from .errors import EXIT_CODES_HELP, EXIT_IO_ERROR, EXIT_SKIPPED_FILES, BadInput, KbError
+from .errors import (
+    EXIT_CODES_HELP,
+    EXIT_IO_ERROR,
+    EXIT_SKIPPED_FILES,
+    BadInput,
+    KbError,
+)
 
 INDEX_OPTION = click.option(
     "--index",
@@ -78,9 +84,8 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, as_json):
     (exit 7). A failed or killed run leaves the previous index untouched.
     """
     from .knowledge_base import KnowledgeBase
-    from .render import report_text
-
     from .passages import ChunkSettings
+    from .render import report_text
 
     cap = _parse_size(max_file_size)
     settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
 from .chunking import chunk_text
 from .documents import Document, Section
 from .model import TokenCounter
+
+_NEWLINE = re.compile("\n")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def _section_passages(section: Section, counter: TokenCounter, settings: ChunkSe
         title=section.title,
     )
     # A JSONL record's text may hold newlines, but the record is one line of the file.
-    newlines = [] if section.single_line else [i for i, ch in enumerate(text) if ch == "\n"]
+    newlines = [] if section.single_line else [m.start() for m in _NEWLINE.finditer(text)]
     first = section.first_line
     return [
         Passage(

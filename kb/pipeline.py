@@ -1,9 +1,10 @@
 """One `kb index` run, files -> documents -> passages -> vectors -> the next generation.
 
     plan     compare the files found with the index: new, changed, gone, unchanged
-    prepare  file by file, in bounded batches: read, chunk, look each passage's vector up
-             by content, embed only what is new; commit vectors and the staged documents
-             batch by batch (no reader looks at either)
+    prepare  an executor (kb.prepare: here, or on a Ray cluster) reads and chunks each
+             file, looks each passage's vector up by content and embeds only what is new;
+             this process commits vectors and staged documents batch by batch (no reader
+             looks at either)
     publish  one short transaction: swap the staged documents in, write the next
              generation's lexical folder and (if due) vector base file, record the
              generation; readers see all of it or none of it
@@ -12,36 +13,31 @@
 Memory stays bounded: a batch of documents is in flight at a time, and the publish step
 works inside SQLite. A run killed at any moment keeps every batch it committed: the
 next run finds those documents staged (same size and mtime) and those vectors cached,
-so it embeds at most the one batch that was lost. Reading and chunking run in a thread
-ahead of the model (the tokenizer and the file reads release the GIL), so a big folder
-indexes at close to the embedder's own rate.
+so it embeds at most the one batch that was lost.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import signal
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from . import vector_index
-from .documents import Document, Skipped, SourceFile, read_document
+from .documents import Document, Skipped, SourceFile
 from .lexical import LexicalWriter
-from .model import TokenCounter, packaged_model
-from .passages import ChunkSettings, Passage, make_passages
-from .store import Store, StoredDocument, vector_key
+from .model import packaged_model
+from .passages import ChunkSettings, Passage
+from .prepare import Executor, Item, LocalExecutor, Prepared, Touched, Vectors
+from .store import Store, StoredDocument
 from .vector_index import VectorLayout
 
-BATCH = 512  # texts embedded and committed together: at most this much work is lost to a kill
-READ_AHEAD = 64  # documents read and chunked ahead of the embedder
+BATCH = 512  # vectors and passages committed together: at most this much work is lost to a kill
 
 
 @dataclass
@@ -121,8 +117,11 @@ class _Plan:
 
 def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: IndexReport, *,
         settings: ChunkSettings | None, rebuild: bool, get_embedder: GetEmbedder,
-        on_progress: OnProgress | None = None) -> None:
-    """Make the index mirror `files` (see the module docstring); fills in `report`."""
+        on_progress: OnProgress | None = None, executor: Executor | None = None) -> None:
+    """Make the index mirror `files` (see the module docstring); fills in `report`.
+
+    executor: where files are read, chunked and embedded (kb.prepare); default, here.
+    """
     model = packaged_model()
     settings = settings or _stored_settings(store) or ChunkSettings()
     built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
@@ -138,14 +137,27 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
 
     plan = _plan(store, files, report, settings)
     progress = Progress(files_total=len(plan.todo), bytes_total=sum(f.size for f in plan.todo))
-    prepare = _Preparer(store, settings, model.weights_sha256, run_number, trust_from or 0, get_embedder,
-                        report, progress, on_progress, batch=int(os.environ.get("KB_BATCH") or BATCH))
-    prepare.run(plan)
+    batch = int(os.environ.get("KB_BATCH") or BATCH)
+    stored = {} if report.rebuilt else store.documents()
+    stager = _Stager(store, settings, run_number, batch, report, progress, on_progress, stored)
+    for f in plan.todo:
+        if f.abspath in plan.staged:  # read, chunked and embedded by a run that was killed
+            (report.changed if f.abspath in stored else report.added).append(f.source)
+            stager.staged.append(f)
+            stager.done(f, store.staged_passage_count(f.abspath))
+    executor = executor or LocalExecutor(get_embedder, model.weights_sha256, batch)
+    fresh = [f for f in plan.todo if f.abspath not in plan.staged]
+    stored_sha256 = {path: d.sha256 for path, d in stored.items()}
+    for item in executor.prepare(fresh, settings=settings, stored_sha256=stored_sha256,
+                                 known=lambda keys: store.known_keys(keys, since=trust_from or 0)):
+        stager.take(item)
+    stager.commit()
+    plan.touched.extend(stager.touched)
     _crash_point("embedded")
     progress.stage = "publishing"
     if on_progress:
         on_progress(progress)
-    _publish(store, index_dir, plan, prepare.staged_ok, report, built_with, prepare.dimension, meta, run_number)
+    _publish(store, index_dir, plan, stager.staged, report, built_with, stager.dimension, meta, run_number)
     progress.stage = "done"
     if on_progress:
         on_progress(progress)
@@ -174,150 +186,66 @@ def _plan(store: Store, files: Sequence[SourceFile], report: IndexReport, settin
     return _Plan(todo, gone, touched, reusable)
 
 
-# -- prepare -------------------------------------------------------------------------
-@dataclass
-class _Pending:
-    file: SourceFile
-    document: Document
-    passages: list[Passage]
-    keys: list[bytes]
-    waits_for: int  # how many texts must be embedded before this document can be staged
+# -- prepare and stage -------------------------------------------------------------------
+class _Stager:
+    """The run's one writer before publishing: commits vectors and staged documents in batches."""
 
-
-class _Preparer:
-    """Read, chunk, embed and stage the plan's files, committing batch by batch."""
-
-    def __init__(self, store: Store, settings: ChunkSettings, model_id: str, run_number: int, trust_from: int,
-                 get_embedder: GetEmbedder, report: IndexReport, progress: Progress, on_progress: OnProgress | None,
-                 batch: int = BATCH):
-        self.batch = max(1, batch)
-        self.store, self.settings, self.model_id = store, settings, model_id
-        self.run_number, self.trust_from = run_number, trust_from
-        self.get_embedder, self.report, self.progress, self.on_progress = get_embedder, report, progress, on_progress
-        self.pending: deque[_Pending] = deque()
-        self.missing: dict[bytes, str] = {}  # key -> text, waiting for the model, in order
-        self.embedded = 0  # texts embedded so far (pending documents wait on a count)
-        self.queued = 0  # texts ever queued for embedding
-        self.pending_passages = 0
-        self.batches = 0
-        self.staged_ok: list[SourceFile] = []  # todo files staged (this run or a killed one)
+    def __init__(self, store: Store, settings: ChunkSettings, run_number: int, batch: int, report: IndexReport,
+                 progress: Progress, on_progress: OnProgress | None, stored: dict[str, StoredDocument]):
+        self.store, self.settings, self.run_number, self.batch = store, settings, run_number, batch
+        self.report, self.progress, self.on_progress, self.stored = report, progress, on_progress, stored
+        self.vectors: list[Vectors] = []
+        self.documents: list[Prepared] = []
+        self.size = 0  # vectors and passages waiting for the next commit
+        self.staged: list[SourceFile] = []  # files staged in this run or a killed one
+        self.touched: list[tuple[int, SourceFile]] = []
         self.dimension: int | None = None
+        self.batches = 0
 
-    def run(self, plan: _Plan) -> None:
-        stored = {} if self.report.rebuilt else self.store.documents()
-        fresh = [f for f in plan.todo if f.abspath not in plan.staged]
-        for f in plan.todo:
-            if f.abspath in plan.staged:  # read, chunked and embedded by a run that was killed
-                (self.report.changed if f.abspath in stored else self.report.added).append(f.source)
-                self.staged_ok.append(f)
-                self._done(f, self.store.staged_passage_count(f.abspath))
-        for f, item in _read_ahead(fresh, self.settings):
-            if isinstance(item, Skipped):
-                self.report.skipped.append(item)
-                self._done(f, 0)
-                continue
-            document, passages = item
-            old = stored.get(f.abspath)
-            if old and old.sha256 == document.sha256:  # same bytes: only the mtime or path moved
-                plan.touched.append((old.id, f))
-                self.report.unchanged += 1
-                self._done(f, 0)
-                continue
-            (self.report.changed if old else self.report.added).append(f.source)
-            self._queue(f, document, passages)
-            while len(self.missing) >= self.batch or self.pending_passages >= 2 * self.batch:
-                self._embed_and_stage(self.batch)
-        while self.pending or self.missing:
-            self._embed_and_stage(self.batch)
+    def take(self, item: Item) -> None:
+        if isinstance(item, Vectors):
+            self.vectors.append(item)
+            self.size += len(item.keys)
+            self.dimension = int(item.vectors.shape[1])
+            self.report.passages_embedded += len(item.keys)
+            self.progress.embedded += len(item.keys)
+        elif isinstance(item, Prepared):
+            self.documents.append(item)
+            self.size += len(item.passages)
+            self.report.passages_reused += item.reused
+            (self.report.changed if item.file.abspath in self.stored else self.report.added).append(item.file.source)
+        elif isinstance(item, Touched):
+            self.touched.append((self.stored[item.file.abspath].id, item.file))
+            self.report.unchanged += 1
+            self.done(item.file, 0)
+        else:
+            self.report.skipped.append(item.skipped)
+            self.done(item.file, 0)
+        if self.size >= self.batch:
+            self.commit()
 
-    def _queue(self, f: SourceFile, document: Document, passages: list[Passage]) -> None:
-        prefix = self.model_id + "\0"
-        keys = [vector_key(prefix + p.embedding_text) for p in passages]
-        cached = self.store.known_keys(keys, since=self.trust_from)
-        for key, p in zip(keys, passages):
-            if key not in cached and key not in self.missing:
-                self.missing[key] = p.embedding_text
-                self.queued += 1
-        self.report.passages_reused += sum(1 for k in keys if k in cached)
-        self.pending.append(_Pending(f, document, passages, keys, self.queued))
-        self.pending_passages += len(passages)
-
-    def _embed_and_stage(self, n: int) -> None:
-        keys = list(self.missing)[:n]
-        vectors = None
-        if keys:
-            embedder = self.get_embedder()
-            vectors = embedder.embed([self.missing[k] for k in keys])
-            self.dimension = int(vectors.shape[1])
-        ready = []
-        while self.pending and self.pending[0].waits_for <= self.embedded + len(keys):
-            ready.append(self.pending.popleft())
+    def commit(self) -> None:
+        if not self.vectors and not self.documents:
+            return
         with self.store.transaction():
-            if keys:
-                self.store.add_embeddings(keys, vectors, run=self.run_number)
-            for item in ready:
+            for v in self.vectors:
+                self.store.add_embeddings(v.keys, v.vectors, run=self.run_number)
+            for item in self.documents:
                 self.store.stage_document(_document_row(item.document), self.settings.to_dict(),
                                           [_passage_row(p, k) for p, k in zip(item.passages, item.keys)])
-        for key in keys:
-            del self.missing[key]
-        self.embedded += len(keys)
-        self.report.passages_embedded += len(keys)
-        self.progress.embedded += len(keys)
-        for item in ready:
-            self.pending_passages -= len(item.passages)
-            self.staged_ok.append(item.file)
-            self._done(item.file, len(item.passages))
+        for item in self.documents:
+            self.staged.append(item.file)
+            self.done(item.file, len(item.passages))
+        self.vectors, self.documents, self.size = [], [], 0
         self.batches += 1
         _crash_point("batch-committed", self.batches)
 
-    def _done(self, f: SourceFile, passages: int) -> None:
+    def done(self, f: SourceFile, passages: int) -> None:
         self.progress.files_done += 1
         self.progress.bytes_done += f.size
         self.progress.passages += passages
         if self.on_progress:
             self.on_progress(self.progress)
-
-
-def _read_ahead(files: Sequence[SourceFile], settings: ChunkSettings) -> Iterator[tuple[SourceFile, object]]:
-    """(file, (document, passages) or Skipped) in order, produced by a thread ahead of the caller."""
-    items: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
-    stop = threading.Event()
-
-    def produce():
-        try:
-            counter = TokenCounter(packaged_model().tokenizer_file)
-            for f in files:
-                if stop.is_set():
-                    return
-                items.put((f, _read_and_chunk(f, counter, settings)))
-        except BaseException as e:  # surfaced in the caller's thread
-            items.put((None, e))
-        items.put(None)
-
-    thread = threading.Thread(target=produce, name="kb-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while (item := items.get()) is not None:
-            if item[0] is None:
-                raise item[1]
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                items.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
-
-
-def _read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings):
-    try:
-        document = read_document(f)
-        return document, make_passages(document, counter, settings)
-    except (OSError, ValueError) as e:
-        return Skipped(f.source, getattr(e, "strerror", None) or str(e))
-    except Exception as e:  # a parser's bug on one odd file must not cost the run
-        return Skipped(f.source, f"could not be read ({type(e).__name__}: {str(e)[:80]})")
 
 
 # -- publish -------------------------------------------------------------------------

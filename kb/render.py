@@ -96,11 +96,24 @@ def report_text(report: IndexReport, index_dir: str) -> str:
         parts.append(f"; {report.excluded} excluded by ignore files")
     if report.skipped:
         parts.append(f"; {len(report.skipped)} skipped")
+    if report.passages_embedded or report.passages_reused:
+        parts.append(f"; {report.passages_embedded} passages embedded, {report.passages_reused} reused")
     return "".join(parts)
 
 
 def info_text(info: dict) -> str:
     chunking = info.get("chunking") or {}
+    vectors = info.get("vector_index") or {}
+    kind = vectors.get("kind", "")
+    if kind == "ivf":
+        kind = f"IVF, exact vectors (nlist {vectors['nlist']}, nprobe {vectors['nprobe']})"
+    elif kind == "flat":
+        kind = "exact (flat)"
+    if vectors:
+        kind += f"; {vectors['base_vectors']:,} in {vectors['file']}"
+        if vectors.get("delta_vectors") or vectors.get("removed_vectors"):
+            kind += f", {vectors['delta_vectors']:,} added and {vectors['removed_vectors']:,} removed since"
+    cache = info.get("vector_cache") or {}
     rows = [
         ("index", info["index"]),
         ("documents", info["documents"]),
@@ -109,9 +122,15 @@ def info_text(info: dict) -> str:
         ("weights sha256", (info.get("weights_sha256") or "")[:16]),
         ("dimension", info.get("dimension")),
         ("chunking", ", ".join(f"{k}={v}" for k, v in chunking.items())),
+        ("vector index", kind),
+        ("lexical index", f"tantivy BM25 in {(info.get('lexical_index') or {}).get('folder')}"),
+        ("stored vectors", f"{cache.get('vectors', 0):,} ({cache.get('unused', 0):,} not used by any passage)"),
         ("built", info.get("built_at")),
+        ("generation", info.get("generation")),
         ("size on disk", _human_size(info["size_bytes"])),
     ]
+    if info.get("staged_documents"):
+        rows.append(("unfinished run", f"{info['staged_documents']} documents staged; `kb index` picks them up"))
     return "\n".join(f"{k:<15} {v}" for k, v in rows)
 
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kb import KnowledgeBase, vector_index
-
-from .test_incremental import CountingEmbedder
 
 DOCS = Path(__file__).parent / "fixtures" / "python-docs"
 QUESTIONS = [
@@ -168,9 +165,9 @@ def test_the_vector_file_is_memory_mapped_not_read(docs, tmp_path, embedder, sma
     KnowledgeBase(index_dir, embedder=embedder).index([docs])
     kb = KnowledgeBase(index_dir)
     kb.ask("binary data", k=1, mode="dense")
-    from kb.vector_index import _read
-
     import faiss
+
+    from kb.vector_index import _read
 
     base = kb._open_reader().vectors._base
     assert isinstance(base, faiss.IndexIVFFlat)
