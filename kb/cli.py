@@ -188,6 +188,33 @@ def info(index_dir, as_json):
     click.echo(json.dumps(data) if as_json else info_text(data))
 
 
+@cli.command()
+@INDEX_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but localhost needs --token (or --no-auth).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port, announced on stdout).")
+@click.option("--token", envvar="KB_TOKEN", default=None, metavar="TOKEN",
+              help="Require `Authorization: Bearer TOKEN` on the API (or set KB_TOKEN).")
+@click.option("--no-auth", is_flag=True, help="Serve beyond localhost without a token: anyone who can reach it reads the index.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Questions answered at once (each worker keeps its own copy of the vector index).")
+def serve(index_dir, host, port, token, no_auth, workers):
+    """Answer questions over HTTP from one warm process, with a web page at /.
+
+    \b
+    GET  /ask?q=...&k=5&mode=hybrid&path=GLOB   the object `kb ask --json` prints
+    POST /ask {"questions": [...], "k": 5}      {"answers": [...]}, one per question
+    GET  /info, GET /health, GET /source?source=...&line_start=N (lines around a citation)
+
+    Errors are JSON {"error": ..., "exit_code": ...} with the CLI's exit codes. Run
+    `kb index` at any time: the next question is answered from the new index.
+    """
+    from .server import serve as run_server
+
+    run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers)
+
+
 def _stdin_lines() -> list[str]:
     """Lines of stdin as UTF-8, undecodable bytes replaced: a stray byte is not fatal."""
     stream = getattr(sys.stdin, "buffer", None)
