@@ -338,3 +338,105 @@ def test_a_port_in_use_is_one_line(tmp_path):
                               text=True, timeout=120)
     assert done.returncode == 8
     assert done.stderr.strip() == f"kb: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+# -- `kb ask --server`: the same output and exit codes as a local `kb ask` -------------------
+def run_kb(*args, env=None, input=None, cwd=None):
+    import os
+
+    return subprocess.run([str(KB), *args], capture_output=True, text=True, timeout=300, input=input, cwd=cwd,
+                          env={**{k: v for k, v in os.environ.items() if k not in ("KB_SERVER", "KB_TOKEN")},
+                               **(env or {})})
+
+
+@pytest.mark.parametrize("args", [
+    [QUESTION, "-k", "2"],
+    [QUESTION, "-k", "2", "--json"],
+    ["When is the first strike?", "--mode", "lexical", "--no-highlight", "--json"],
+    [QUESTION, "--min-score", "0.99"],
+    [QUESTION, "--min-score", "0.99", "--json"],
+    ["   ", "--json"],
+    [QUESTION, "--mode", "dense", "--path", "nowhere/*"],
+])
+def test_kb_ask_server_prints_and_exits_like_kb_ask(server, article_index, args):
+    local = run_kb("ask", *args, "--index", str(article_index))
+    remote = run_kb("ask", *args, "--server", server.url)
+    via_env = run_kb("ask", *args, env={"KB_SERVER": server.url})
+    assert (remote.returncode, remote.stdout, remote.stderr) == (local.returncode, local.stdout, local.stderr)
+    assert (via_env.returncode, via_env.stdout) == (local.returncode, local.stdout)
+
+
+def test_kb_ask_server_batch_matches_local(server, article_index):
+    lines = "When is the first strike?\n\n\x07\nWho is Jeremy Hunt?\n"
+    local = run_kb("ask", "-", "--json", "-k", "2", "--index", str(article_index), input=lines)
+    remote = run_kb("ask", "-", "--json", "-k", "2", "--server", server.url, input=lines)
+    assert local.returncode == remote.returncode == 0
+    assert remote.stdout == local.stdout and len(local.stdout.splitlines()) == 2
+
+
+def test_kb_ask_server_errors(server, article_index, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    refused = run_kb("ask", "x", "--server", dead)
+    assert refused.returncode == 3 and refused.stderr.startswith(f"kb: no kb server answering at {dead}")
+    both = run_kb("ask", "x", "--server", server.url, "--index", str(article_index))
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    bad_url = run_kb("ask", "x", "--server", "localhost:8765")
+    assert bad_url.returncode == 2 and "http:// or https://" in bad_url.stderr
+    with running_server(tmp_path / "empty") as empty:
+        no_index = run_kb("ask", "x", "--server", empty.url)
+        assert no_index.returncode == 3 and no_index.stderr.count("\n") == 1 and "run `kb index`" in no_index.stderr
+    with running_server(article_index, "--token", "abc") as guarded:
+        anonymous = run_kb("ask", "x", "--server", guarded.url)
+        assert anonymous.returncode == 2 and "give --token or set KB_TOKEN" in anonymous.stderr
+        assert run_kb("ask", QUESTION, "--server", guarded.url, "--token", "abc").returncode == 0
+        assert run_kb("ask", QUESTION, "--server", guarded.url, env={"KB_TOKEN": "abc"}).returncode == 0
+    for result in (refused, both, bad_url, no_index, anonymous):
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_kb_ask_server_stays_light(server):
+    probe = ("import sys\n"
+             f"sys.argv = ['kb', 'ask', {QUESTION!r}, '--server', {server.url!r}, '--json']\n"
+             "from kb.cli import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "heavy = {'numpy', 'faiss', 'onnxruntime', 'tokenizers', 'torch', 'starlette', 'kb.knowledge_base'}\n"
+             "print('LOADED', sorted(heavy & set(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert json.loads(lines[0])["results"] and lines[-1] == "LOADED []"
+
+
+# -- `kb ask -`: each line answered as it arrives ------------------------------------------
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_ask_stdin_answers_each_line_as_it_arrives(server, article_index, where):
+    import os
+
+    target = ["--index", str(article_index)] if where == "local" else ["--server", server.url]
+    process = subprocess.Popen([str(KB), "ask", "-", "--json", "-k", "1", *target], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={k: v for k, v in os.environ.items() if k != "KB_SERVER"})
+    try:
+        # A co-process: the next question is written only after the answer to the last one
+        # was read, which deadlocks unless each answer is flushed as soon as it exists.
+        for question in ("When is the first strike?", QUESTION, "Who is Jeremy Hunt?"):
+            process.stdin.write(question + "\n")
+            process.stdin.flush()
+            answer = _readline(process, timeout=120)
+            assert answer is not None, f"no answer to {question!r} while stdin stays open"
+            assert json.loads(answer)["question"] == question
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _readline(process, timeout):
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return lines[0] if lines and lines[0] else None
