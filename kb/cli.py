@@ -244,6 +244,20 @@ def serve(index_dir, host, port, token, no_auth, workers):
     run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers)
 
 
+@cli.command(name="mcp")
+@INDEX_OPTION
+def mcp_(index_dir):
+    """Serve the index to AI agents over the Model Context Protocol (stdio).
+
+    Tools: `search` (question, k, mode, paths -> hits with text, citation and scores)
+    and `info`; each indexed file is a resource. Add it to an MCP client as the command
+    `kb mcp --index /path/to/index`.
+    """
+    from .mcp_server import run
+
+    run(index_dir)
+
+
 def _stdin_batches(max_batch: int = 64) -> Iterator[list[str]]:
     """Lines of stdin (UTF-8, undecodable bytes replaced) in batches of what has arrived.
 
