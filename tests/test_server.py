@@ -440,3 +440,15 @@ def _readline(process, timeout):
     reader.start()
     reader.join(timeout)
     return lines[0] if lines and lines[0] else None
+
+
+def test_the_listening_socket_is_tcp_so_answers_are_not_delayed():
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; with proto 0 every
+    # answer after the first on a keep-alive connection waited ~40 ms (Nagle vs delayed ACK).
+    from kb.server import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
