@@ -452,3 +452,10 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_delayed():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_the_cli_default_workers_is_the_servers():
+    from kb.server import DEFAULT_WORKERS
+
+    workers = next(p for p in cli.commands["serve"].params if p.name == "workers")
+    assert workers.default == DEFAULT_WORKERS
