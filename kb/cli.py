@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import shutil
 import sqlite3
 import sys
+from typing import Iterator
 
 import click
 
@@ -116,7 +119,12 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, as_json):
               help="Diversify: 1 = relevance only, lower = less alike hits (e.g. 0.7).")
 @click.option("--no-highlight", is_flag=True,
               help="Skip finding each hit's best sentence (saves ~0.1 s a question in big batches).")
-def ask(question, k, index_dir, as_json, mode, min_score, paths, mmr, no_highlight):
+@click.option("--server", envvar="KB_SERVER", default=None, metavar="URL",
+              help="Ask a running `kb serve` at URL instead of opening the index (or set KB_SERVER).")
+@click.option("--token", envvar="KB_TOKEN", default=None, metavar="TOKEN",
+              help="Bearer token for --server (or set KB_TOKEN).")
+@click.pass_context
+def ask(ctx, question, k, index_dir, as_json, mode, min_score, paths, mmr, no_highlight, server, token):
     """Print the passages that best answer QUESTION.
 
     Each hit shows its rank, score and citation as source:first-last line, with the
@@ -125,35 +133,56 @@ def ask(question, k, index_dir, as_json, mode, min_score, paths, mmr, no_highlig
     question: the same scale for every question, so one --min-score fits all
     (off-topic questions rarely score above 0.25; answerable ones mostly 0.35-0.7).
     Overlapping passages of a file are merged.
-    Give QUESTION as `-` to read one question per line from stdin and answer them
-    all in one process.
+    Give QUESTION as `-` to answer one question per line of stdin, each as soon as it
+    arrives (`tail -f questions | kb ask - --json` works). With --server, a running
+    `kb serve` answers: same output, same exit codes, no model loaded here.
     """
     from .errors import NoResults
-    from .knowledge_base import KnowledgeBase, clean_question
     from .render import hits_json, hits_text
 
+    if server:
+        from .client import RemoteKnowledgeBase
+
+        if ctx.get_parameter_source("index_dir") == click.core.ParameterSource.COMMANDLINE:
+            raise BadInput("--index and --server exclude each other: the server answers from its own index")
+        kb = RemoteKnowledgeBase(server, token=token)
+    else:
+        from .knowledge_base import KnowledgeBase
+
+        kb = KnowledgeBase(index_dir)
     batch = question == "-"
-    # In a batch, lines with no text (blank, or control characters only) are skipped.
-    questions = [q for q in map(clean_question, _stdin_lines()) if q] if batch else [question]
-    if batch and not questions:
-        raise BadInput("no questions on stdin")
-    kb = KnowledgeBase(index_dir)
+    if batch:
+        # A long-lived reader: importing the library for its cleaning is paid once.
+        from .knowledge_base import clean_question
+
+        # Lines with no text (blank, or control characters only) are skipped.
+        batches = ([q for q in map(clean_question, lines) if q] for lines in _stdin_batches())
+    else:
+        batches = iter([[question]])
     color = sys.stdout.isatty()
-    empty = 0
-    for q, hits in zip(questions, kb.ask_many(questions, k, mode=mode, min_score=min_score, paths=paths, mmr=mmr,
-                                                 best_sentence=not no_highlight)):
-        if as_json:
-            click.echo(hits_json(q, hits))
-        elif hits or batch:
-            click.echo(hits_text(q, hits, color=color, show_question=batch))
-        for h in hits:
-            if h.stale:
-                click.echo(f"kb: note: {h.source} changed since it was indexed; run `kb index`", err=True)
-                break
-        empty += not hits
+    asked = empty = 0
+    for questions in batches:
+        if not questions:
+            continue
+        answers = kb.ask_many(questions, k, mode=mode, min_score=min_score, paths=paths, mmr=mmr,
+                              best_sentence=not no_highlight)
+        for q, hits in zip(questions, answers):
+            if as_json:
+                click.echo(hits_json(q, hits))
+            elif hits or batch:
+                click.echo(hits_text(q, hits, color=color, show_question=batch))
+            sys.stdout.flush()  # each answer as soon as it exists: pipes and co-processes wait on it
+            for h in hits:
+                if h.stale:
+                    click.echo(f"kb: note: {h.source} changed since it was indexed; run `kb index`", err=True)
+                    break
+            empty += not hits
+        asked += len(questions)
+    if batch and not asked:
+        raise BadInput("no questions on stdin")
     if empty:
         why = f"scored at least {min_score}" if min_score is not None else "matched"
-        what = "the question" if not batch else f"{empty} of {len(questions)} questions"
+        what = "the question" if not batch else f"{empty} of {asked} questions"
         raise NoResults(f"no passage {why} for {what}")
 
 
@@ -194,11 +223,79 @@ def info(index_dir, as_json):
     click.echo(json.dumps(data) if as_json else info_text(data))
 
 
-def _stdin_lines() -> list[str]:
-    """Lines of stdin as UTF-8, undecodable bytes replaced: a stray byte is not fatal."""
-    stream = getattr(sys.stdin, "buffer", None)
-    lines = stream.read().decode("utf-8", "replace").splitlines() if stream else sys.stdin.read().splitlines()
-    return lines
+@cli.command()
+@INDEX_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but localhost needs --token (or --no-auth).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port, announced on stdout).")
+@click.option("--token", envvar="KB_TOKEN", default=None, metavar="TOKEN",
+              help="Require `Authorization: Bearer TOKEN` on the API (or set KB_TOKEN).")
+@click.option("--no-auth", is_flag=True, help="Serve beyond localhost without a token: anyone who can reach it reads the index.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Questions answered at once (each worker keeps its own copy of the vector index).")
+def serve(index_dir, host, port, token, no_auth, workers):
+    """Answer questions over HTTP from one warm process, with a web page at /.
+
+    \b
+    GET  /ask?q=...&k=5&mode=hybrid&path=GLOB   the object `kb ask --json` prints
+    POST /ask {"questions": [...], "k": 5}      {"answers": [...]}, one per question
+    GET  /info, GET /health, GET /source?source=...&line_start=N (lines around a citation)
+
+    Errors are JSON {"error": ..., "exit_code": ...} with the CLI's exit codes. Run
+    `kb index` at any time: the next question is answered from the new index.
+    """
+    from .server import serve as run_server
+
+    run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers)
+
+
+@cli.command(name="mcp")
+@INDEX_OPTION
+def mcp_(index_dir):
+    """Serve the index to AI agents over the Model Context Protocol (stdio).
+
+    Tools: `search` (question, k, mode, paths -> hits with text, citation and scores)
+    and `info`; each indexed file is a resource. Add it to an MCP client as the command
+    `kb mcp --index /path/to/index`.
+    """
+    from .mcp_server import run
+
+    run(index_dir)
+
+
+def _stdin_batches(max_batch: int = 64) -> Iterator[list[str]]:
+    """Lines of stdin (UTF-8, undecodable bytes replaced) in batches of what has arrived.
+
+    A file or a fast pipe is answered in batches of up to max_batch lines (one embedding
+    call each); a line that arrives alone (`tail -f`, a co-process) is answered at once.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's stream): all of it is here
+        stream = getattr(sys.stdin, "buffer", None)
+        text = stream.read().decode("utf-8", "replace") if stream else sys.stdin.read()
+        lines = text.splitlines()
+        for start in range(0, len(lines), max_batch):
+            yield lines[start : start + max_batch]
+        return
+    pending, batch = b"", []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        *complete, pending = (pending + chunk).split(b"\n")
+        batch.extend(line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
+        while len(batch) >= max_batch:
+            yield batch[:max_batch]
+            batch = batch[max_batch:]
+        if batch and not select.select([fd], [], [], 0)[0]:  # nothing more waiting: answer now
+            yield batch
+            batch = []
+    if pending:
+        batch.append(pending.rstrip(b"\r").decode("utf-8", "replace"))
+    if batch:
+        yield batch
 
 
 def _parse_size(text: str) -> int:

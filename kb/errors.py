@@ -24,6 +24,11 @@ class BadInput(KbError):
     exit_code = 2
 
 
+class NotIndexed(BadInput):
+    """A file was asked for that the index does not hold: the server's citation view and
+    the MCP resources serve indexed files only, so no path can reach anything else."""
+
+
 class NoIndex(KbError):
     """There is no index at the given location yet."""
 

@@ -6,17 +6,25 @@ import json
 import shutil
 import textwrap
 from itertools import groupby
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import click
 
 from .hits import Hit
-from .pipeline import IndexReport
+
+if TYPE_CHECKING:  # a type only: `kb ask --server` renders hits without loading the index code
+    from .pipeline import IndexReport
+
+
+def hits_payload(question: str, hits: Sequence[Hit]) -> dict:
+    """The answer to one question as a JSON-ready object: the stable contract scripts
+    depend on, shared by `kb ask --json`, the HTTP API and the MCP server."""
+    return {"question": question, "results": [h.to_dict() for h in hits]}
 
 
 def hits_json(question: str, hits: Sequence[Hit]) -> str:
-    """One line of JSON: the stable contract scripts depend on."""
-    return json.dumps({"question": question, "results": [h.to_dict() for h in hits]}, ensure_ascii=False)
+    """One line of JSON (`kb ask --json`, and the body of `GET /ask`)."""
+    return json.dumps(hits_payload(question, hits), ensure_ascii=False)
 
 
 def hits_text(question: str, hits: Sequence[Hit], *, color: bool, show_question: bool = False) -> str:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -89,3 +98,68 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("KB_INDEX", raising=False)
     return tmp_path
+
+
+# -- a real `kb serve` -------------------------------------------------------------------------
+KB = Path(sys.executable).parent / "kb"
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+
+    def request(self, path: str, *, method: str = "GET", body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict, bytes]:
+        """(status, headers, body) of one real HTTP request; errors are answers too."""
+        req = urllib.request.Request(self.url.rstrip("/") + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def json(self, path: str, **kwargs) -> tuple[int, object]:
+        status, _, body = self.request(path, **kwargs)
+        return status, json.loads(body)
+
+
+@contextmanager
+def running_server(index_dir, *args: str, env: dict | None = None):
+    """`kb serve` as a real process on a free port, until the block ends.
+
+    Port 0 lets the server pick a free port and announce it: no race for ports.
+    """
+    process = subprocess.Popen([str(KB), "serve", "--index", str(index_dir), "--port", "0", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
+    try:
+        ready = _read_line(process, timeout=180)
+        match = re.search(r"at (http://\S+?/)", ready or "")
+        if not match:
+            process.kill()
+            raise AssertionError(f"kb serve did not start: {ready!r} {process.stderr.read()[-2000:]}")
+        yield Server(match.group(1), process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _read_line(process: subprocess.Popen, timeout: float) -> str | None:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return lines[0] if lines else None
+
+
+@pytest.fixture(scope="session")
+def server(article_index):
+    """One `kb serve` over the article index for the whole session; tests must not modify it."""
+    with running_server(article_index) as running:
+        yield running

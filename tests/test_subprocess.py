@@ -62,7 +62,7 @@ def test_errors_as_processes(workdir):
     assert bad_path.returncode == 2 and bad_path.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ask", "--help"], ["info"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ask", "--help"], ["info"], ["serve", "--help"], ["mcp", "--help"]])
 def test_light_commands_do_not_load_heavy_libraries(workdir, argv):
     kb("index", cwd=workdir)
     probe = (
@@ -70,7 +70,8 @@ def test_light_commands_do_not_load_heavy_libraries(workdir, argv):
         f"sys.argv = ['kb', *{argv!r}]\n"
         "from kb.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = {'torch', 'transformers', 'sentence_transformers', 'faiss', 'onnxruntime'}\n"
+        "heavy = {'torch', 'transformers', 'sentence_transformers', 'faiss', 'onnxruntime', 'starlette', 'uvicorn',"
+        " 'mcp'}\n"
         "print('LOADED', sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=workdir, capture_output=True, text=True, timeout=120)
