@@ -29,6 +29,7 @@ from .lexical import LexicalIndex
 from .model import packaged_model
 from .passages import ChunkSettings
 from .pipeline import IndexReport, OnProgress, Progress
+from .prepare import Executor
 from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage
 from .vector_index import VectorIndex, VectorLayout
@@ -36,6 +37,7 @@ from .vector_index import VectorIndex, VectorLayout
 DB_NAME = "kb.sqlite"
 LOCK_NAME = ".kb.lock"
 DEFAULT_INDEX_DIR = "index"
+MAX_K = 10_000  # hits per question: past this a typo (-k 1000000000) would only exhaust memory
 
 __all__ = ["KnowledgeBase", "IndexReport", "Progress", "clean_question"]
 
@@ -71,6 +73,7 @@ class KnowledgeBase:
         rebuild: bool = False,
         progress: OnProgress | None = None,
         max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
+        executor: Executor | None = None,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
@@ -80,7 +83,8 @@ class KnowledgeBase:
         state becomes visible in one SQLite commit, so a failed or killed run leaves the
         previous index as it was, and the next run resumes from the last batch it
         committed. Files over max_file_size bytes (None: no cap) are skipped. progress
-        is called with a kb.pipeline.Progress after each batch.
+        is called with a kb.pipeline.Progress after each batch. executor: where files are
+        read, chunked and embedded (kb.prepare; default: in this process).
         """
         started = time.perf_counter()
         report = IndexReport()
@@ -96,7 +100,8 @@ class KnowledgeBase:
             store = self._open_for_writing(rebuild)
             try:
                 pipeline.run(store, self.index_dir, found.files, report, settings=settings, rebuild=rebuild,
-                             get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress)
+                             get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress,
+                             executor=executor)
             except sqlite3.DatabaseError as e:
                 raise CorruptIndex(f"index database {self.db_path} is damaged ({e}); run `kb index --rebuild`") from None
             finally:
@@ -158,8 +163,8 @@ class KnowledgeBase:
         file must match, applied before the top k; mmr: a lambda in [0, 1] that trades
         relevance for diversity. See kb.search for what scores mean.
         """
-        if k < 1:
-            raise BadInput("k must be at least 1")
+        if not 1 <= k <= MAX_K:
+            raise BadInput(f"k must be between 1 and {MAX_K}")
         questions = [clean_question(q) for q in questions]
         for q in questions:
             if not q:
@@ -202,6 +207,15 @@ class KnowledgeBase:
             "staged_documents": staged,  # left by a killed run; the next run picks them up
             "size_bytes": size,
         }
+
+    def documents(self) -> list[dict]:
+        """The indexed files: source (as cited), abspath, size, mtime_ns, sha256."""
+        store = self._open_store()
+        try:
+            return [{"source": d.source, "abspath": d.abspath, "size": d.size, "mtime_ns": d.mtime_ns,
+                     "sha256": d.sha256} for d in sorted(store.documents().values(), key=lambda d: d.source)]
+        finally:
+            store.close()
 
     def _open_store(self) -> Store:
         if not self.exists():

@@ -54,22 +54,8 @@ class IndexedFile:
 
 
 def indexed_files(kb: KnowledgeBase) -> list[IndexedFile]:
-    """Every document in the index, sorted by how it is cited.
-
-    Reads the store directly: the public API answers questions, and this is the one
-    place that knows how documents are listed (see the README's note for the lead).
-    """
-    from .errors import NoIndex
-    from .store import Store
-
-    if not kb.exists():
-        raise NoIndex(f"no index at {kb.index_dir}; run `kb index` first")
-    store = Store(kb.db_path)
-    try:
-        documents = store.documents().values()
-    finally:
-        store.close()
-    return sorted((IndexedFile(d.source, d.abspath, d.size, d.mtime_ns) for d in documents), key=lambda f: f.source)
+    """Every document in the index, sorted by how it is cited."""
+    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.documents()]
 
 
 def find_indexed(kb: KnowledgeBase, name: str) -> IndexedFile:
