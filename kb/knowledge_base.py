@@ -174,8 +174,14 @@ class KnowledgeBase:
         embed = None if mode == "lexical" else self._get_embedder().embed
         with self._lock:
             reader = self._open_reader()
-            return search(reader.store, reader.vectors, reader.lexical, questions, k, options, embed=embed,
-                          freshness=_Freshness().check)
+            with reader.store.snapshot():
+                if reader.store.get_meta("generation") != reader.generation:
+                    # A `kb index` committed since the check: answer from its generation.
+                    reader.data_version = -1
+                    return self.ask_many(questions, k, mode=mode, min_score=min_score, paths=paths, mmr=mmr,
+                                         **tuning)
+                return search(reader.store, reader.vectors, reader.lexical, questions, k, options, embed=embed,
+                              freshness=_Freshness().check)
 
     def info(self) -> dict:
         """What the index holds and how it was built (no model is loaded)."""
@@ -246,6 +252,12 @@ class KnowledgeBase:
         raise AssertionError("unreachable")
 
     def _open_generation(self, store: Store, meta: dict) -> "_Reader":
+        with store.snapshot():  # the meta, the delta and the removed ids of one generation
+            if store.get_meta("generation") != meta.get("generation"):
+                raise CorruptIndex("the index changed while it was opened")  # retried by _open_reader
+            return self._open_files(store, meta)
+
+    def _open_files(self, store: Store, meta: dict) -> "_Reader":
         if not meta.get("generation"):
             raise NoIndex(f"the index at {self.index_dir} was never completed; run `kb index`")
         model = packaged_model()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -215,6 +216,17 @@ class Store:
     # -- writes (call inside `with store.transaction():`) ------------------------
     def transaction(self) -> "_Transaction":
         return _Transaction(self.conn)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees one committed state, whatever writers commit meanwhile
+        (a WAL read transaction): what a question reads from SQLite matches the
+        generation of the FAISS and tantivy files it searched."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("ROLLBACK")
 
     def delete_documents(self, ids: Iterable[int]) -> None:
         self.conn.executemany("DELETE FROM documents WHERE id = ?", [(i,) for i in ids])

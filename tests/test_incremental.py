@@ -180,3 +180,27 @@ def test_a_long_lived_knowledge_base_answers_from_each_new_generation(folder, tm
     for mode in ("dense", "hybrid"):  # the vector index too, not only the SQLite tables
         assert "sourdough" in reader.ask("How long should bread dough rise?", k=1, mode=mode)[0].text
     assert not any("kettle" in h.source for h in reader.ask("kettle limescale vinegar", k=5, mode="lexical"))
+
+
+def test_a_question_reads_one_generation_even_when_a_run_commits_during_it(folder, tmp_path, counting, monkeypatch):
+    """The vector and lexical files of generation N and SQLite rows of N+1 never mix."""
+    from kb.lexical import LexicalIndex
+
+    index_dir = tmp_path / "index"
+    KnowledgeBase(index_dir, embedder=counting).index([folder])
+    reader = KnowledgeBase(index_dir, embedder=counting)
+    assert "vinegar" in reader.ask("How do I descale a kettle?", k=1)[0].text
+    (folder / "kettle.txt").write_text("Kettles switch off by themselves once the water boils.", encoding="utf-8")
+    search = LexicalIndex.search
+    runs = []
+
+    def search_while_a_run_commits(self, *args, **kwargs):
+        if not runs:
+            runs.append(KnowledgeBase(index_dir, embedder=counting).index([folder]))
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(LexicalIndex, "search", search_while_a_run_commits)
+    hits = reader.ask("How do I descale a kettle?", k=1)
+    assert runs and runs[0].changed  # the run did commit, in the middle of the question
+    assert hits and "vinegar" in hits[0].text  # answered wholly from the generation it started on
+    assert "boils" in reader.ask("When does a kettle switch off?", k=1)[0].text  # the next one: the new one
