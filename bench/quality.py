@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--xquad", default=str(ROOT.parent / "shared" / "data" / "xquad-en"))
     parser.add_argument("--cache", default=str(cache_dir() / "bench"), help="where built indexes are kept")
     parser.add_argument("--mode", action="append", help=f"modes to run (default: {', '.join(MODES)})")
+    parser.add_argument("--vector-index", choices=["auto", "exact", "ivf"], default=None,
+                        help="force the vector index kind (ivf: measure approximate search at these sizes)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # numba's type-safety chatter from ranx
@@ -58,7 +60,8 @@ def main() -> None:
     if not args.json:
         print(" ".join(f"{k}={v}" for k, v in report["machine"].items()))
     for name, path, split in runs:
-        result = evaluate(path, split=split, modes=args.mode or MODES, cache=Path(args.cache) / name)
+        cache = Path(args.cache) / (name if not args.vector_index else f"{name}-{args.vector_index}")
+        result = evaluate(path, split=split, modes=args.mode or MODES, cache=cache, vector_index=args.vector_index)
         report["results"].append(result)
         if not args.json:
             print()

@@ -70,21 +70,27 @@ def cli():
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @INDEX_OPTION
-@click.option("--rebuild", is_flag=True, help="Discard the existing index and embed everything again.")
+@click.option("--rebuild", is_flag=True,
+              help="Discard the existing index and embed everything again (a killed rebuild resumes when re-run).")
 @click.option("--max-file-size", default="20MB", show_default=True, metavar="SIZE",
               help="Skip files larger than this (e.g. 500KB, 20MB, 1GB; 0 for no cap).")
 @click.option("--passage-tokens", type=click.IntRange(32, 254), default=None, metavar="N",
               help="Passage size in the model's word pieces (default: as the index was built, else 200). "
                    "Changing it re-embeds everything.")
+@click.option("--vector-index", type=click.Choice(["auto", "exact", "ivf"]), default=None,
+              help="Vector search: exact, approximate (IVF) or chosen by size (auto: IVF from 20,000 "
+                   "passages). Default: as the index was built, else auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def index(paths, index_dir, rebuild, max_file_size, passage_tokens, as_json):
+def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, as_json):
     """Index files and folders (default: corpus/).
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
     matches skipped); .txt .md .html .pdf .docx .jsonl files are read. The index
-    mirrors exactly the PATHS given: re-running embeds only new or changed files and
-    drops files that are gone. Unusable files are skipped, each named on stderr
-    (exit 7). A failed or killed run leaves the previous index untouched.
+    mirrors exactly the PATHS given: re-running reads only new or changed files,
+    embeds only passages whose text it has not embedded before (a moved file costs
+    nothing) and drops files that are gone. Unusable files are skipped, each named on
+    stderr (exit 7). A failed or killed run leaves the previous index untouched, and
+    running the same command again resumes from its last committed batch.
     """
     from .knowledge_base import KnowledgeBase
     from .passages import ChunkSettings
@@ -93,7 +99,7 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, as_json):
     cap = _parse_size(max_file_size)
     settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None
     report = KnowledgeBase(index_dir).index(paths or ["corpus"], rebuild=rebuild, progress=_progress_bar,
-                                            max_file_size=cap or None, settings=settings)
+                                            max_file_size=cap or None, settings=settings, vector_index=vector_index)
     for s in report.skipped:
         click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)
     if as_json:
@@ -193,8 +199,11 @@ def ask(ctx, question, k, index_dir, as_json, mode, min_score, paths, mmr, no_hi
               help="dense, lexical, hybrid, hybrid-rrf or hybrid-minmax (repeatable; default: the first three).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=str), default=None, metavar="DIR",
               help="Where the built index is kept (default: .kb-eval/ beside the data, else kb's user cache).")
+@click.option("--vector-index", type=click.Choice(["auto", "exact", "ivf"]), default=None,
+              help="Build the index with this vector search (as `kb index --vector-index`), e.g. to "
+                   "measure the approximate index on a corpus below its threshold.")
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
-def eval_(dataset_dir, split, modes, cache, as_json):
+def eval_(dataset_dir, split, modes, cache, vector_index, as_json):
     """Measure retrieval quality on a BEIR-layout dataset, mode by mode.
 
     DATASET_DIR holds corpus.jsonl[.gz] (_id, title, text), queries.jsonl,
@@ -207,7 +216,7 @@ def eval_(dataset_dir, split, modes, cache, as_json):
     from .render import eval_text
 
     result = evaluate(dataset_dir, split=split, modes=modes or ("dense", "lexical", "hybrid"), cache=cache,
-                      progress=_progress_bar)
+                      progress=_progress_bar, vector_index=vector_index)
     click.echo(json.dumps(result) if as_json else eval_text(result))
 
 

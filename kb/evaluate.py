@@ -78,7 +78,7 @@ def default_cache(dataset: Dataset) -> Path:
     return cache_dir() / "eval" / dataset.root.resolve().as_posix().strip("/").replace("/", "__")
 
 
-def build_index(dataset: Dataset, cache: Path, *, progress=None):
+def build_index(dataset: Dataset, cache: Path, *, progress=None, vector_index: str | None = None):
     """Index the corpus (each record one document) into cache/index: (index dir, report).
 
     Re-runs find the corpus unchanged and embed nothing."""
@@ -95,7 +95,7 @@ def build_index(dataset: Dataset, cache: Path, *, progress=None):
             os.replace(tmp, plain)
         corpus = plain
     index_dir = cache / "index"
-    report = KnowledgeBase(index_dir).index([corpus], progress=progress)
+    report = KnowledgeBase(index_dir).index([corpus], progress=progress, vector_index=vector_index)
     return index_dir, report
 
 
@@ -117,6 +117,7 @@ def evaluate(
     cache: str | os.PathLike | None = None,
     progress=None,
     batch: int = 64,
+    vector_index: str | None = None,
     **tuning,
 ) -> dict:
     """Index the dataset (once), ask every judged query in each mode, and score the runs.
@@ -137,12 +138,13 @@ def evaluate(
         raise BadInput(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
     dataset = load_dataset(dataset_dir, split)
     cache = Path(cache) if cache else default_cache(dataset)
-    index_dir, report = build_index(dataset, cache, progress=progress)
+    index_dir, report = build_index(dataset, cache, progress=progress, vector_index=vector_index)
     kb = KnowledgeBase(index_dir)
     qids = sorted(dataset.queries)
     texts = [dataset.queries[q] for q in qids]
     qrels = Qrels({q: dataset.qrels[q] for q in qids})
     result = {"dataset": str(dataset.root), "split": split, "queries": len(qids), "index": str(kb.index_dir),
+              "vector_index": kb.info()["vector_index"],
               "passages": report.passages,
               "passages_embedded": report.passages_embedded, "modes": {}}
     for mode in modes:

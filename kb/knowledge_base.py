@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import pipeline, vector_index
+from . import pipeline
 from .documents import DEFAULT_MAX_FILE_SIZE, discover
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
@@ -32,7 +32,8 @@ from .pipeline import IndexReport, OnProgress, Progress
 from .prepare import Executor
 from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage
-from .vector_index import VectorIndex, VectorLayout
+from .vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
+from .vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index
 
 DB_NAME = "kb.sqlite"
 LOCK_NAME = ".kb.lock"
@@ -74,6 +75,7 @@ class KnowledgeBase:
         progress: OnProgress | None = None,
         max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
         executor: Executor | None = None,
+        vector_index: str | None = None,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
@@ -84,8 +86,12 @@ class KnowledgeBase:
         previous index as it was, and the next run resumes from the last batch it
         committed. Files over max_file_size bytes (None: no cap) are skipped. progress
         is called with a kb.pipeline.Progress after each batch. executor: where files are
-        read, chunked and embedded (kb.prepare; default: in this process).
+        read, chunked and embedded (kb.prepare; default: in this process). vector_index:
+        "exact" or "ivf" forces that kind of vector index at any size, "auto" chooses by
+        size (kb.vector_index); None keeps what the index was built with.
         """
+        if vector_index is not None and vector_index not in VECTOR_INDEX_SETTINGS:
+            raise BadInput(f"unknown vector index {vector_index!r}; choose one of {', '.join(VECTOR_INDEX_SETTINGS)}")
         started = time.perf_counter()
         report = IndexReport()
         found = discover(paths, max_file_size=max_file_size)
@@ -101,7 +107,7 @@ class KnowledgeBase:
             try:
                 pipeline.run(store, self.index_dir, found.files, report, settings=settings, rebuild=rebuild,
                              get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress,
-                             executor=executor)
+                             executor=executor, vector_index=vector_index)
             except sqlite3.DatabaseError as e:
                 raise CorruptIndex(f"index database {self.db_path} is damaged ({e}); run `kb index --rebuild`") from None
             finally:
@@ -277,10 +283,10 @@ class KnowledgeBase:
         def fetch(ids):
             return store.vectors(ids, dimension)
 
-        delta = vector_index.empty_rows(dimension)
+        delta = empty_rows(dimension)
         if store.count_after(layout.max_id):
-            delta = vector_index.concat_rows(store.vector_rows(dimension, after=layout.max_id), dimension)
-        vectors = vector_index.open_index(self.index_dir, layout, delta, store.removed_ids(layout.max_id), fetch)
+            delta = concat_rows(store.vector_rows(dimension, after=layout.max_id), dimension)
+        vectors = open_index(self.index_dir, layout, delta, store.removed_ids(layout.max_id), fetch)
         return _Reader(store, vectors, lexical, meta["generation"], store.data_version())
 
 

@@ -117,10 +117,13 @@ class _Plan:
 
 def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: IndexReport, *,
         settings: ChunkSettings | None, rebuild: bool, get_embedder: GetEmbedder,
-        on_progress: OnProgress | None = None, executor: Executor | None = None) -> None:
+        on_progress: OnProgress | None = None, executor: Executor | None = None,
+        vector_index: str | None = None) -> None:
     """Make the index mirror `files` (see the module docstring); fills in `report`.
 
     executor: where files are read, chunked and embedded (kb.prepare); default, here.
+    vector_index: "auto", "exact" or "ivf" (kb.vector_index.SETTINGS); None keeps the
+    index's setting, which starts as "auto".
     """
     model = packaged_model()
     settings = settings or _stored_settings(store) or ChunkSettings()
@@ -157,7 +160,8 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     progress.stage = "publishing"
     if on_progress:
         on_progress(progress)
-    _publish(store, index_dir, plan, stager.staged, report, built_with, stager.dimension, meta, run_number)
+    _publish(store, index_dir, plan, stager.staged, report, built_with, stager.dimension, meta, run_number,
+             vector_index)
     progress.stage = "done"
     if on_progress:
         on_progress(progress)
@@ -250,7 +254,7 @@ class _Stager:
 
 # -- publish -------------------------------------------------------------------------
 def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile], report: IndexReport,
-             built_with: dict, dimension: int | None, meta: dict, run_number: int) -> None:
+             built_with: dict, dimension: int | None, meta: dict, run_number: int, vector_setting: str | None) -> None:
     previous_generation = meta.get("generation") or 0
     generation = previous_generation + 1
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -280,8 +284,9 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
             writer.add(store.passages_after(newest_before))
             writer.commit()
         previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
-        if changes or previous_layout is None:
-            layout = _update_vectors(store, index_dir, generation, dimension, previous_layout)
+        setting = vector_setting or meta.get("vector_index_setting") or "auto"
+        if changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):
+            layout = _update_vectors(store, index_dir, generation, dimension, previous_layout, setting)
         else:
             layout = previous_layout
         _crash_point("derived-written")
@@ -292,6 +297,7 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
         store.set_meta("dimension", dimension)
         store.set_meta("lexical", lexical)
         store.set_meta("vectors", layout.to_dict())
+        store.set_meta("vector_index_setting", setting)
         store.set_meta("generation", generation)
         store.set_meta("rebuild_from", None)
         store.set_meta("published_run", run_number)
@@ -312,16 +318,16 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
 
 
 def _update_vectors(store: Store, index_dir: Path, generation: int, dimension: int,
-                    previous: VectorLayout | None) -> VectorLayout:
+                    previous: VectorLayout | None, setting: str) -> VectorLayout:
     live = store.counts()[1]
     removed = store.removed_ids(previous.max_id) if previous else np.zeros(0, np.int64)
     delta = store.count_after(previous.max_id) if previous else live
-    if previous is not None and not vector_index.needs_rewrite(previous, live, delta, len(removed)):
+    if previous is not None and not vector_index.needs_rewrite(previous, live, delta, len(removed), setting):
         return previous
     layout = vector_index.write_base(
         index_dir, generation, dimension, live, store.max_passage_id(),
         rows=lambda: store.vector_rows(dimension), previous=previous, removed=removed,
-        delta=lambda: store.vector_rows(dimension, after=previous.max_id if previous else -1))
+        delta=lambda: store.vector_rows(dimension, after=previous.max_id if previous else -1), setting=setting)
     store.clear_removed()
     return layout
 

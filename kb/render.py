@@ -80,6 +80,11 @@ def eval_text(result: dict) -> str:
     modes = list(result["modes"])
     metrics = list(dict.fromkeys(m for row in result["modes"].values() for m in row))
     head = f"{result['dataset']} ({result['split']}, {result['queries']} queries, index {result['index']})"
+    vectors = result.get("vector_index") or {}
+    if vectors.get("kind") == "ivf":
+        head += f"; vectors: IVF, nlist {vectors['nlist']}, nprobe {vectors['nprobe']}"
+    elif vectors:
+        head += "; vectors: exact"
     width = max(12, *(len(m) + 2 for m in modes))
     rows = [head, f"{'':<20}" + "".join(f"{m:>{width}}" for m in modes)]
     for metric in metrics:

@@ -62,9 +62,25 @@ class VectorLayout:
         return cls(**data)
 
 
+SETTINGS = ("auto", "exact", "ivf")  # what `kb index --vector-index` accepts
+
+
 def nlist_for(n: int) -> int:
-    """IVF lists for n vectors: about 2 sqrt(n), a power of two (bench/ann.py)."""
-    return 1 << max(6, round(math.log2(2 * math.sqrt(max(n, 1)))))
+    """IVF lists for n vectors: about 2 sqrt(n), a power of two (bench/ann.py), and never
+    more than k-means can train from n vectors (39 per list, FAISS's minimum)."""
+    return max(1, min(1 << max(6, round(math.log2(2 * math.sqrt(max(n, 1))))), n // 39))
+
+
+def kind_for(live: int, setting: str, current: str | None = None) -> str:
+    """"flat" or "ivf" for an index of `live` passages. In "auto", an IVF index stays IVF
+    until it shrinks to half the threshold, so a folder hovering near it does not flip."""
+    if setting == "exact":
+        return "flat"
+    if setting == "ivf":
+        return "ivf"
+    if current == "ivf":
+        return "ivf" if live >= FLAT_MAX // 2 else "flat"
+    return "ivf" if live >= FLAT_MAX else "flat"
 
 
 def nprobe_for(nlist: int) -> int:
@@ -166,27 +182,28 @@ def concat_rows(chunks: Iterator[tuple[np.ndarray, np.ndarray]], dimension: int)
 
 
 # -- writing ------------------------------------------------------------------------
-def needs_rewrite(layout: VectorLayout | None, live: int, delta: int, removed: int) -> bool:
+def needs_rewrite(layout: VectorLayout | None, live: int, delta: int, removed: int, setting: str = "auto") -> bool:
     """Whether this generation must write a new base file (see module docstring)."""
     if layout is None or layout.kind == "flat":
         return True  # exact indexes are small: rewriting is cheaper than keeping a delta
-    if live < FLAT_MAX // 2:
-        return True  # shrunk well below the threshold: back to exact search
+    if kind_for(live, setting, layout.kind) != layout.kind:
+        return True
     return delta > DELTA_MAX or removed > REMOVED_MAX * max(layout.size, 1) or nlist_for(live) > 2 * layout.nlist
 
 
 def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_id: int, rows: Rows,
-               previous: VectorLayout | None, removed: np.ndarray, delta: Rows) -> VectorLayout:
+               previous: VectorLayout | None, removed: np.ndarray, delta: Rows, setting: str = "auto") -> VectorLayout:
     """Write this generation's base file, holding every live passage; returns its layout.
 
-    live and max_id: how many passages the index holds and the largest id. An IVF base whose lists still suit the index size is updated (removed taken out,
-    delta added) rather than rebuilt: no re-training, no re-assigning the base.
+    live and max_id: how many passages the index holds and the largest id. An IVF base
+    whose lists still suit the index size is updated (removed taken out, delta added)
+    rather than rebuilt: no re-training, no re-assigning the base.
     """
     import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     name = f"vectors.{generation}.faiss"
-    if live < FLAT_MAX:
+    if kind_for(live, setting, previous.kind if previous else None) == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
         for ids, vectors in rows():
             index.add_with_ids(vectors, ids)

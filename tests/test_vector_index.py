@@ -187,3 +187,19 @@ def test_one_question_one_thread(article_kb, monkeypatch):
     calls.clear()
     article_kb.ask_many(["who is striking?"] * 20, k=3)
     assert set(calls) == {max(1, __import__("os").cpu_count() or 1)}
+
+
+def test_the_vector_index_kind_can_be_forced_and_is_kept(docs, tmp_path, embedder):
+    index_dir = tmp_path / "index"
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    kb.index([docs], vector_index="ivf")
+    info = kb.info()["vector_index"]
+    assert info["kind"] == "ivf" and info["nlist"] == vector_index.nlist_for(info["base_vectors"])
+    kb.index([docs])  # not given again: the index keeps its setting
+    assert kb.info()["vector_index"]["kind"] == "ivf"
+    kb.index([docs], vector_index="exact")
+    assert kb.info()["vector_index"]["kind"] == "flat"
+    from kb.errors import BadInput
+
+    with pytest.raises(BadInput):
+        kb.index([docs], vector_index="hnsw")
