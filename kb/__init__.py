@@ -18,13 +18,21 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, KbError, NoIndex, NoResults
+from .errors import (
+    BadInput,
+    CorruptIndex,
+    IndexBusy,
+    IndexMismatch,
+    KbError,
+    NoIndex,
+    NoResults,
+)
 from .hits import Hit
 
 if TYPE_CHECKING:
     from .knowledge_base import KnowledgeBase
-    from .pipeline import IndexReport
     from .passages import ChunkSettings, Passage
+    from .pipeline import IndexReport
 
 _LAZY = {"KnowledgeBase": "knowledge_base", "IndexReport": "pipeline",
          "ChunkSettings": "passages", "Passage": "passages"}

@@ -14,7 +14,15 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
-from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, KbError, NoIndex, NoResults
+from .errors import (
+    BadInput,
+    CorruptIndex,
+    IndexBusy,
+    IndexMismatch,
+    KbError,
+    NoIndex,
+    NoResults,
+)
 from .hits import Hit
 
 _ERRORS = {1: NoResults, 2: BadInput, 3: NoIndex, 4: IndexMismatch, 5: CorruptIndex, 6: IndexBusy}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import BadInput
+from .sections import Section
 
 # Files larger than this are skipped (a setting: `kb index --max-file-size`): one
 # stray multi-gigabyte log or dump should not stall a run or fill the index.
@@ -21,7 +22,9 @@ DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
 IGNORE_FILES = (".gitignore", ".kbignore")
 
 def _readers():
-    from .readers import READERS  # readers import Section from here: import late
+    from .readers import (
+        READERS,  # imported on first use: the parsers load only to read files
+    )
 
     return READERS
 
@@ -35,23 +38,6 @@ class SourceFile:
     size: int
     mtime_ns: int
     kind: str
-
-
-@dataclass(frozen=True)
-class Section:
-    """A stretch of a document that is chunked on its own.
-
-    A text file is one section (its whole decoded text, so char offsets are file
-    offsets); a PDF has one per page, a JSONL file one per record.
-    """
-
-    text: str
-    first_line: int = 1  # line number in the source file of text's first line
-    page: int | None = None  # 1-based page (PDF)
-    record: str | None = None  # record id (JSONL)
-    title: str = ""  # shown with the passage and embedded as its context
-    markdown: bool = False  # headings travel with the passages under them
-    single_line: bool = False  # the whole section is one line of the file (a JSONL record)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
 from .chunking import chunk_text
-from .documents import Document, Section
+from .documents import Document
 from .model import TokenCounter
+from .sections import Section
 
 _NEWLINE = re.compile("\n")
 

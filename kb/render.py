@@ -136,7 +136,8 @@ def info_text(info: dict) -> str:
         ("dimension", info.get("dimension")),
         ("chunking", ", ".join(f"{k}={v}" for k, v in chunking.items())),
         ("vector index", kind),
-        ("lexical index", f"tantivy BM25 in {(info.get('lexical_index') or {}).get('folder')}"),
+        ("lexical index", f"tantivy BM25 in {lexical}" if (lexical := (info.get("lexical_index") or {}).get("folder"))
+         else ""),
         ("stored vectors", f"{cache.get('vectors', 0):,} ({cache.get('unused', 0):,} not used by any passage)"),
         ("built", info.get("built_at")),
         ("generation", info.get("generation")),
@@ -144,7 +145,7 @@ def info_text(info: dict) -> str:
     ]
     if info.get("staged_documents"):
         rows.append(("unfinished run", f"{info['staged_documents']} documents staged; `kb index` picks them up"))
-    return "\n".join(f"{k:<15} {v}" for k, v in rows)
+    return "\n".join(f"{k:<15} {'-' if v in (None, '') else v}" for k, v in rows)
 
 
 def _human_size(n: int) -> str:

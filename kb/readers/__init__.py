@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..documents import Section
+from ..sections import Section
 from . import docx, html, jsonl, pdf, text
 
 Reader = Callable[[bytes, str], "list[Section]"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 
-from ..documents import Section
+from ..sections import Section
 
 _HEADING_STYLE = re.compile(r"^(?:Heading|Überschrift|Titre|Título)\s*(\d)$", re.IGNORECASE)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from ..documents import Section
+from ..sections import Section
 from .text import decode_text
 
 # Never content: code, chrome around the content, and hidden or interactive parts.

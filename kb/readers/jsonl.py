@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..documents import Section
+from ..sections import Section
 from .text import decode_text
 
 TEXT_FIELDS = ("text", "contents", "content", "body")

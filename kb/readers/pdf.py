@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 
-from ..documents import Section
+from ..sections import Section
 
 
 def read_pdf(raw: bytes, path: str) -> list[Section]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 
-from ..documents import Section
+from ..sections import Section
 
 _UTF16_32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # Control characters that never occur in text (tab, newlines and form feed do).
