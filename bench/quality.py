@@ -11,37 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import machine  # noqa: E402
 
 from kb.evaluate import evaluate  # noqa: E402
 from kb.model import cache_dir  # noqa: E402
 from kb.render import eval_text  # noqa: E402
 
 MODES = ["dense", "lexical", "hybrid", "hybrid-rrf", "hybrid-minmax"]
-
-
-def machine() -> dict:
-    versions = {}
-    for package in ("kb", "numpy", "faiss-cpu", "onnxruntime", "torch", "sentence-transformers", "ranx"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    import sqlite3
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version, **versions}
 
 
 def main() -> None:
@@ -57,7 +42,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # numba's type-safety chatter from ranx
 
     runs = [("scifact", args.scifact, "train"), ("scifact", args.scifact, "test"), ("xquad", args.xquad, "test")]
-    report = {"machine": machine(), "results": []}
+    report = {"machine": machine.describe(), "results": []}
     if not args.json:
         print(" ".join(f"{k}={v}" for k, v in report["machine"].items()))
     for name, path, split in runs:

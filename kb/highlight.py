@@ -86,10 +86,12 @@ class WordPieces:
     """
 
     def __init__(self, model: ModelFiles, table: np.ndarray):
-        self.tokenizer = load_tokenizer(model.tokenizer_file)
+        # The tokenizer the query embedder already loaded (truncating at the model's window,
+        # which no sentence of a passage reaches): parsing tokenizer.json again costs 40 ms.
+        self.tokenizer = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
         self.table = table
-        self.stop_ids = {i for e in self.tokenizer.encode_batch(sorted(STOPWORDS), add_special_tokens=False)
-                         for i in e.ids}
+        ids = (self.tokenizer.token_to_id(w) for w in STOPWORDS)  # a vocabulary lookup each
+        self.stop_ids = {i for i in ids if i is not None}
 
     @classmethod
     @lru_cache(maxsize=1)

@@ -18,9 +18,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from . import pipeline
 from .documents import DEFAULT_MAX_FILE_SIZE, discover
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
@@ -28,19 +27,21 @@ from .hits import Hit
 from .lexical import LexicalIndex
 from .model import packaged_model
 from .passages import ChunkSettings
-from .pipeline import IndexReport, OnProgress, Progress
-from .prepare import Executor
 from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage
 from .vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
 from .vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index
+
+if TYPE_CHECKING:  # building an index needs these; asking does not load them
+    from .pipeline import IndexReport, OnProgress
+    from .prepare import Executor
 
 DB_NAME = "kb.sqlite"
 LOCK_NAME = ".kb.lock"
 DEFAULT_INDEX_DIR = "index"
 MAX_K = 10_000  # hits per question: past this a typo (-k 1000000000) would only exhaust memory
 
-__all__ = ["KnowledgeBase", "IndexReport", "Progress", "clean_question"]
+__all__ = ["KnowledgeBase", "clean_question"]
 
 
 class KnowledgeBase:
@@ -92,8 +93,10 @@ class KnowledgeBase:
         """
         if vector_index is not None and vector_index not in VECTOR_INDEX_SETTINGS:
             raise BadInput(f"unknown vector index {vector_index!r}; choose one of {', '.join(VECTOR_INDEX_SETTINGS)}")
+        from . import pipeline
+
         started = time.perf_counter()
-        report = IndexReport()
+        report = pipeline.IndexReport()
         found = discover(paths, max_file_size=max_file_size)
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
