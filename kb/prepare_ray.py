@@ -185,9 +185,10 @@ class _Dispatch:
 
     def _send_one(self, worker: int):
         """Send the next call to `worker`: a full batch of texts, else a file to chunk, else
-        (files all read, or read-ahead full) what texts there are. False if nothing to send."""
+        (every file chunked, or read-ahead full) what texts there are. False if nothing to send."""
         full = len(self.queue) >= self.texts_per_call
-        if not full and self.files and self.chunking + len(self.documents) < READ_AHEAD:
+        ahead_full = self.chunking + len(self.documents) >= READ_AHEAD
+        if not full and self.files and not ahead_full:
             while self.files:
                 f = self.files.popleft()
                 raw = None
@@ -206,7 +207,8 @@ class _Dispatch:
                 self._track(ref, "chunk", worker)
                 self.chunking += 1
                 return True
-        if not self.queue or not (full or not self.files or self.chunking + len(self.documents) >= READ_AHEAD):
+        all_chunked = not self.files and not self.chunking
+        if not self.queue or not (full or all_chunked or ahead_full):
             return False
         keys = list(self.queue)[: self.texts_per_call]
         texts = [self.queue.pop(k) for k in keys]
