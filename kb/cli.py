@@ -96,8 +96,13 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, as_json, use
 
     With --ray, Ray workers do the reading, chunking and embedding and this process
     writes the same index. --ray is a flag, so `kb index --ray docs/` indexes docs/;
-    a cluster is named with --ray-address (`kb index docs/ --ray-address auto`).
-    Runs under 256 KB stay in this process (Ray's start-up would cost more).
+    a cluster is named only with --ray-address. Runs under 256 KB stay in this
+    process (Ray's start-up would cost more).
+
+    \b
+      kb index docs/ --ray                          a local Ray instance
+      kb index docs/ --ray-address auto             the cluster `ray start` runs here
+      kb index docs/ --ray-address ray://head:10001 a remote cluster (Ray Client)
     """
     from .knowledge_base import KnowledgeBase
     from .passages import ChunkSettings

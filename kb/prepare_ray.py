@@ -38,6 +38,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 from collections import deque
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -75,6 +76,7 @@ class RayExecutor:
         self.local_below = local_below
         self.identities: list[dict] = []  # one per worker, once a run has started them
         self.used_ray = False
+        self.timings: dict[str, float] = {}  # seconds: "ray_start" (connect or start), "workers_start"
 
     def prepare(self, files: Sequence[SourceFile], *, settings: ChunkSettings, stored_sha256: dict[str, str],
                 known: Known) -> Iterator[Item]:
@@ -92,9 +94,12 @@ class RayExecutor:
                                   int(os.environ.get("KB_BATCH") or BATCH))
             yield from local.prepare(files, settings=settings, stored_sha256=stored_sha256, known=known)
             return
+        started = time.perf_counter()
         with ray_session(self.address):
             self.used_ray = True
+            self.timings["ray_start"] = time.perf_counter() - started
             workers, gpu = self._start_workers(settings)
+            self.timings["workers_start"] = time.perf_counter() - started - self.timings["ray_start"]
             per_call = self.texts_per_call or _texts_per_call(gpu)
             dispatch = _Dispatch(workers, files, stored_sha256, known, ship_bytes=self.ship_bytes,
                                  texts_per_call=per_call)
