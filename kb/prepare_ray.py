@@ -63,6 +63,7 @@ class RayExecutor:
     address: None (a local Ray instance), "auto", "HOST:PORT" or "ray://HOST:PORT".
     workers: how many (default: one per CPU of the cluster, or one per GPU if it has any).
     threads_per_worker: CPUs each CPU worker reserves and gives onnxruntime.
+    Workers load their own model: a KnowledgeBase's `embedder=` is not used on Ray.
     """
 
     def __init__(self, address: str | None = None, *, workers: int | None = None, threads_per_worker: int = 1,
