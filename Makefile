@@ -11,7 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: this takes the CPU wheel, never a multi-GB CUDA build.
 	$(VENV)/bin/pip install --quiet "torch==2.13.0"
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	# [ray]: the Ray tests run against a real local Ray cluster, never skipped.
+	$(VENV)/bin/pip install --quiet -e ".[test,ray]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,6 +1,6 @@
-"""kb at 10k, 175k and 1M passages: build, memory, disk, cold and warm questions, one-file re-index.
+"""kb at 10k, 35k, 175k and 1M passages: build, memory, disk, cold and warm questions, one-file re-index.
 
-    .venv/bin/python bench/scale.py [--docs DIR] [--sizes 10000,175000,1000000] [--work DIR]
+    .venv/bin/python bench/scale.py [--docs DIR] [--sizes 10000,35000,175000,1000000] [--work DIR]
 
 Corpora are copies of real documentation (the .txt and .md files under --docs; every copy
 after the first has a tag appended to each line, so no passage is a duplicate the vector
@@ -194,7 +194,7 @@ def disk_size(folder: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", default=str(ROOT.parent / "shared" / "data" / "scale-docs"))
-    parser.add_argument("--sizes", default="10000,175000,1000000")
+    parser.add_argument("--sizes", default="10000,35000,175000,1000000")
     parser.add_argument("--work", default=None, help="where corpora and indexes are kept (default: kb's cache)")
     parser.add_argument("--cold-runs", type=int, default=7)
     args = parser.parse_args()

@@ -81,7 +81,16 @@ def cli():
               help="Vector search: exact, approximate (IVF) or chosen by size (auto: IVF from 20,000 "
                    "passages). Default: as the index was built, else auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, as_json):
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Read, chunk and embed on Ray workers (pip install 'kb[ray]'): a local Ray instance, "
+                   "or the cluster given by --ray-address. Takes no value.")
+@click.option("--ray-address", metavar="ADDRESS", default=None,
+              help="Join this Ray cluster (implies --ray): auto (the one `ray start` runs on this machine), "
+                   "HOST:PORT, or ray://HOST:PORT (Ray Client).")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Ray workers, each with its own model (default: one per CPU of the cluster, or one per GPU).")
+def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, as_json, use_ray, ray_address,
+          ray_workers):
     """Index files and folders (default: corpus/).
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
@@ -91,6 +100,16 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
     nothing) and drops files that are gone. Unusable files are skipped, each named on
     stderr (exit 7). A failed or killed run leaves the previous index untouched, and
     running the same command again resumes from its last committed batch.
+
+    With --ray, Ray workers do the reading, chunking and embedding and this process
+    writes the same index. --ray is a flag, so `kb index --ray docs/` indexes docs/;
+    a cluster is named only with --ray-address. Runs under 256 KB stay in this
+    process (Ray's start-up would cost more).
+
+    \b
+      kb index docs/ --ray                          a local Ray instance
+      kb index docs/ --ray-address auto             the cluster `ray start` runs here
+      kb index docs/ --ray-address ray://head:10001 a remote cluster (Ray Client)
     """
     from .knowledge_base import KnowledgeBase
     from .passages import ChunkSettings
@@ -98,8 +117,16 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
 
     cap = _parse_size(max_file_size)
     settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None
+    executor = None
+    if use_ray or ray_address:
+        from .prepare_ray import RayExecutor
+
+        executor = RayExecutor(ray_address, workers=ray_workers)
+    elif ray_workers:
+        raise BadInput("--ray-workers needs --ray or --ray-address")
     report = KnowledgeBase(index_dir).index(paths or ["corpus"], rebuild=rebuild, progress=_progress_bar,
-                                            max_file_size=cap or None, settings=settings, vector_index=vector_index)
+                                            max_file_size=cap or None, settings=settings, vector_index=vector_index,
+                                            executor=executor)
     for s in report.skipped:
         click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)
     if as_json:

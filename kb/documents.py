@@ -89,10 +89,15 @@ def discover(paths: Iterable[str | os.PathLike], *, max_file_size: int | None = 
     return result
 
 
-def read_document(file: SourceFile) -> Document:
-    """Read one file with its format's reader; raises ValueError/OSError with a reason."""
-    with open(file.abspath, "rb") as f:
-        raw = f.read()
+def read_document(file: SourceFile, raw: bytes | None = None) -> Document:
+    """Read one file with its format's reader; raises ValueError/OSError with a reason.
+
+    raw: the file's bytes when they were read elsewhere (a Ray worker is sent them by
+    the process that found the file); by default the file is opened here.
+    """
+    if raw is None:
+        with open(file.abspath, "rb") as f:
+            raw = f.read()
     _, reader = _readers()[Path(file.abspath).suffix.lower()]
     sections = [s for s in reader(raw, file.abspath) if s.text.strip()]
     if not sections:

@@ -31,18 +31,21 @@ class Embedder(Protocol):
 
 
 class SentenceTransformerEmbedder:
-    """The reference backend: sentence-transformers on torch, CPU only."""
+    """The reference backend: sentence-transformers on torch (the CPU, or a Ray worker's GPU).
+
+    threads: CPU threads for torch (default: every core); a Ray worker passes its share.
+    """
 
     batch_size = 32
 
-    def __init__(self, model: ModelFiles):
+    def __init__(self, model: ModelFiles, *, device: str = "cpu", threads: int | None = None):
         offline_environment()
         import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads or os.cpu_count() or 1)
         self.model = model
-        self.st_model = SentenceTransformer(str(model.path), device="cpu")
+        self.st_model = SentenceTransformer(str(model.path), device=device)
         self.dimension = int(self.st_model.get_embedding_dimension())
 
     def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray:
@@ -89,7 +92,7 @@ class HashEmbedder:
 BACKENDS = ("auto", "onnx", "torch")
 
 
-def load_embedder(model: ModelFiles, *, for_indexing: bool = False) -> Embedder:
+def load_embedder(model: ModelFiles, *, for_indexing: bool = False, threads: int | None = None) -> Embedder:
     """The embedder for building (for_indexing=True) or querying an index.
 
     The ONNX export in kb's cache is used whenever it reproduces the reference vectors:
@@ -97,6 +100,8 @@ def load_embedder(model: ModelFiles, *, for_indexing: bool = False) -> Embedder:
     is loaded only to export it (once per model and user) or when it is unusable, with a
     note on stderr. KB_EMBEDDER=onnx|torch forces a backend (onnx: fail rather than fall
     back). Cached per process: a script or test that runs many commands loads the model once.
+    threads: CPU threads the model may use (default: every core); a Ray worker passes the
+    CPUs it was given, so workers sharing a machine do not oversubscribe it.
     """
     backend = os.environ.get("KB_EMBEDDER") or "auto"
     if backend not in BACKENDS:
@@ -104,25 +109,26 @@ def load_embedder(model: ModelFiles, *, for_indexing: bool = False) -> Embedder:
     from .onnx_embedder import onnx_path
 
     # Keyed on the file's location too, so pointing KB_CACHE_DIR elsewhere is honoured.
-    return _load_embedder(model, for_indexing, backend, onnx_path(model))
+    return _load_embedder(model, for_indexing, backend, onnx_path(model), threads)
 
 
 @lru_cache(maxsize=4)
-def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Path) -> Embedder:
+def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Path,
+                   threads: int | None = None) -> Embedder:
     from .onnx_embedder import OnnxEmbedder, OnnxUnavailable, export_onnx
 
     if backend == "torch":
-        return SentenceTransformerEmbedder(model)
+        return SentenceTransformerEmbedder(model, threads=threads)
     try:
-        return OnnxEmbedder(model, path, full_check=for_indexing)
+        return OnnxEmbedder(model, path, full_check=for_indexing, threads=threads)
     except OnnxUnavailable as e:
         # A first `kb index` exporting the model is routine; anything else deserves a word.
         if not (for_indexing and not path.exists()):
             _note(f"{e}; using sentence-transformers this time and exporting the model for next time")
-    reference = SentenceTransformerEmbedder(model)
+    reference = SentenceTransformerEmbedder(model, threads=threads)
     try:
         export_onnx(reference.st_model, path)
-        return OnnxEmbedder(model, path, full_check=True)
+        return OnnxEmbedder(model, path, full_check=True, threads=threads)
     except Exception as e:  # any failure to export leaves the reference backend, never a wrong answer
         problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         if backend == "onnx":

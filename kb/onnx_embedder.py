@@ -144,12 +144,14 @@ class OnnxEmbedder:
     Raises OnnxUnavailable at construction if the file is missing, unreadable, or does
     not reproduce the reference vectors written at export. The quick check embeds the
     short probe (~10 ms, affordable on every `kb ask`); full_check embeds all probes,
-    the long one included (~0.15 s, done after export and at index time).
+    the long one included (~0.15 s, done after export and at index time). threads: for
+    onnxruntime's intra-op pool (default: every core; a Ray worker passes its CPUs).
     """
 
     batch_size = 32
 
-    def __init__(self, model: ModelFiles, path: Path | None = None, *, full_check: bool = False):
+    def __init__(self, model: ModelFiles, path: Path | None = None, *, full_check: bool = False,
+                 threads: int | None = None):
         self.model = model
         self.path = Path(path) if path else onnx_path(model)
         if not self.path.is_file():
@@ -157,7 +159,7 @@ class OnnxEmbedder:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors surface as exceptions, not log spam
         try:

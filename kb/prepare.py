@@ -74,10 +74,12 @@ def keys_for(passages: Sequence[Passage], model_id: str) -> list[bytes]:
     return [vector_key(prefix + p.embedding_text) for p in passages]
 
 
-def read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings):
-    """(document, passages), or Skipped with the reason the file cannot be used."""
+def read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings, raw: bytes | None = None):
+    """(document, passages), or Skipped with the reason the file cannot be used.
+
+    raw: the file's bytes, if they were already read (see kb.documents.read_document)."""
     try:
-        document = read_document(f)
+        document = read_document(f, raw)
         return document, make_passages(document, counter, settings)
     except (OSError, ValueError) as e:
         return Skipped(f.source, getattr(e, "strerror", None) or str(e))

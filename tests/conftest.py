@@ -163,3 +163,37 @@ def server(article_index):
     """One `kb serve` over the article index for the whole session; tests must not modify it."""
     with running_server(article_index) as running:
         yield running
+
+
+# -- a real Ray cluster ----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Two local Ray nodes of one CPU each, shared by every Ray test, with this process
+    connected. Under CI a missing `ray` fails these tests instead of skipping them."""
+    try:
+        import ray
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("ray is not installed, and CI must run the Ray tests: pip install -e '.[test,ray]'")
+        pytest.skip("ray is not installed (pip install -e '.[ray]')")
+    import logging
+    import secrets
+
+    # A token for this session's cluster, inherited by its nodes and by `kb` subprocesses:
+    # nothing is written to ~/.ray.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    from kb.prepare_ray import _reload_ray_config
+
+    _reload_ray_config()
+    node = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    try:
+        cluster.add_node(**node)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level=logging.ERROR, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
