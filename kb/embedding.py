@@ -70,10 +70,10 @@ BACKENDS = ("auto", "onnx", "torch")
 def load_embedder(model: ModelFiles, *, for_indexing: bool = False) -> Embedder:
     """The embedder for building (for_indexing=True) or querying an index.
 
-    The ONNX export in kb's cache is used whenever it reproduces the reference vectors:
-    it gives the same vectors faster and without importing torch. sentence-transformers
-    is loaded only to export it (once per model and user) or when it is unusable, with a
-    note on stderr. KB_EMBEDDER=onnx|torch forces a backend (onnx: fail rather than fall
+    The ONNX export in kb's cache is used whenever it reproduces the reference vectors
+    (checked once per file, see kb.onnx_embedder): it gives the same vectors faster and
+    without importing torch. sentence-transformers is loaded only to export it (once per
+    model and user) or when it is unusable, with a note on stderr. KB_EMBEDDER=onnx|torch forces a backend (onnx: fail rather than fall
     back). Cached per process: a script or test that runs many commands loads the model once.
     """
     backend = os.environ.get("KB_EMBEDDER") or "auto"
@@ -92,7 +92,7 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
     if backend == "torch":
         return SentenceTransformerEmbedder(model)
     try:
-        return OnnxEmbedder(model, path, full_check=for_indexing)
+        return OnnxEmbedder(model, path)
     except OnnxUnavailable as e:
         # A first `kb index` exporting the model is routine; anything else deserves a word.
         if not (for_indexing and not path.exists()):
@@ -100,7 +100,7 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
     reference = SentenceTransformerEmbedder(model)
     try:
         export_onnx(reference.st_model, path)
-        return OnnxEmbedder(model, path, full_check=True)
+        return OnnxEmbedder(model, path, recheck=True)
     except Exception as e:  # any failure to export leaves the reference backend, never a wrong answer
         problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         if backend == "onnx":
