@@ -91,8 +91,11 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
 
     if backend == "torch":
         return SentenceTransformerEmbedder(model)
+    # Indexing runs the model many times: prepack its weights at once. A question may be
+    # the process's only one: leave that until a second call (see OnnxEmbedder).
+    prepack = True if for_indexing else None
     try:
-        return OnnxEmbedder(model, path)
+        return OnnxEmbedder(model, path, prepack=prepack)
     except OnnxUnavailable as e:
         # A first `kb index` exporting the model is routine; anything else deserves a word.
         if not (for_indexing and not path.exists()):
@@ -100,7 +103,7 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
     reference = SentenceTransformerEmbedder(model)
     try:
         export_onnx(reference.st_model, path)
-        return OnnxEmbedder(model, path, recheck=True)
+        return OnnxEmbedder(model, path, prepack=prepack, recheck=True)
     except Exception as e:  # any failure to export leaves the reference backend, never a wrong answer
         problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         if backend == "onnx":

@@ -96,6 +96,13 @@ def test_order_and_batching_do_not_change_vectors(model, onnx):
     for settings in ({"threads": 1, "workers": 3, "batch_size": 7}, {"threads": 2, "workers": 1}):
         other = OnnxEmbedder(model, onnx.path, **settings).embed(texts)
         assert np.min(np.sum(whole * other, axis=1)) >= 0.99999, settings
+    # A query embedder prepacks its weights at its second call: a new session, same vectors.
+    lazy = OnnxEmbedder(model, onnx.path, prepack=None)
+    sessions = []
+    for _ in range(3):
+        assert np.min(np.sum(whole * lazy.embed(texts), axis=1)) >= 0.99999
+        sessions.append(lazy._session)
+    assert sessions[0] is not sessions[1] is sessions[2]
 
 
 def test_progress_counts_every_text(model, onnx):
