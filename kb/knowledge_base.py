@@ -28,7 +28,7 @@ from .documents import DEFAULT_MAX_FILE_SIZE, Document, Skipped, SourceFile, dis
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
 from .hits import Hit
-from .model import TokenCounter, packaged_model
+from .model import TokenCounter, packaged_model, recorded_variant
 from .passages import ChunkSettings, Passage, make_passages
 from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage
@@ -85,6 +85,7 @@ class KnowledgeBase:
     def __init__(self, index_dir: str | os.PathLike = DEFAULT_INDEX_DIR, *, embedder: Embedder | None = None):
         self.index_dir = Path(index_dir)
         self._embedder = embedder
+        self._model = None  # the packaged model in the index's variant, once known
         self._reader: _Reader | None = None
 
     @property
@@ -103,6 +104,7 @@ class KnowledgeBase:
         rebuild: bool = False,
         progress: ProgressStart | None = None,
         max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
+        variant: str | None = None,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
@@ -110,6 +112,7 @@ class KnowledgeBase:
         hash); passages of files no longer present are dropped. The new state becomes
         visible in one SQLite commit, so a failed or killed run leaves the previous
         index as it was. Files over max_file_size bytes (None: no cap) are skipped.
+        variant: "fp32" or "int8" (kb.model.VARIANTS); None keeps the index's own, else fp32.
         """
         started = time.perf_counter()
         report = IndexReport()
@@ -124,7 +127,7 @@ class KnowledgeBase:
         with self._write_lock():
             store = self._open_for_writing(rebuild)
             try:
-                self._update(store, found.files, settings, rebuild, progress, report)
+                self._update(store, found.files, settings, rebuild, progress, report, variant)
             except sqlite3.DatabaseError as e:
                 raise CorruptIndex(f"index database {self.db_path} is damaged ({e}); run `kb index --rebuild`") from None
             finally:
@@ -147,8 +150,8 @@ class KnowledgeBase:
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
         return Store(self.db_path, create=True)
 
-    def _update(self, store, files, settings, rebuild, progress, report) -> None:
-        model = packaged_model()
+    def _update(self, store, files, settings, rebuild, progress, report, variant=None) -> None:
+        model = self._model = packaged_model(variant or recorded_variant(store.get_meta("model")) or "fp32")
         settings = settings or _stored_settings(store) or ChunkSettings()
         built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
         previous = {k: store.get_meta(k) for k in built_with}
@@ -234,7 +237,8 @@ class KnowledgeBase:
     def _get_embedder(self, *, for_indexing: bool = False) -> Embedder:
         if self._embedder is not None:
             return self._embedder
-        return load_embedder(packaged_model(), for_indexing=for_indexing)
+        # The variant the index was (or is being) built with: queries must use the same.
+        return load_embedder(self._model or packaged_model(), for_indexing=for_indexing)
 
     @contextmanager
     def _write_lock(self):
@@ -330,13 +334,14 @@ class KnowledgeBase:
             meta = store.all_meta()
             if not meta.get("generation"):
                 raise NoIndex(f"the index at {self.index_dir} was never completed; run `kb index`")
-            model = packaged_model()
+            model = packaged_model(recorded_variant(meta.get("model")) or "fp32")
             if (meta.get("model"), meta.get("weights_sha256")) != (model.name, model.weights_sha256):
                 raise IndexMismatch(
                     f"index {self.index_dir} was built with {meta.get('model')} "
                     f"(weights {str(meta.get('weights_sha256'))[:12]}), not the installed "
                     f"{model.name} (weights {model.weights_sha256[:12]}); run `kb index --rebuild`"
                 )
+            self._model = model
             path = self._faiss_path(meta["generation"])
             if path.exists():
                 index = vector_index.read(path)

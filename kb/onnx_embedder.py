@@ -35,7 +35,6 @@ import numpy as np
 
 from .model import ModelFiles, cache_dir, load_tokenizer
 
-VARIANT = "fp32"
 ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"  # the weights, memory-mapped by onnxruntime
 REFERENCE_FILE = "reference.json"
@@ -44,6 +43,12 @@ REFERENCE_FORMAT = 1
 VERIFIED_FORMAT = 1
 OPSET = 17
 MIN_COSINE = 0.9999  # what "the same vectors" means: the parity bar for the fast path
+# The int8 variant's own bar against sentence-transformers, checked once at its export
+# (it measured 0.987 at worst over 800 SciFact and XQuAD texts, see bench/int8.py).
+INT8_MIN_COSINE = 0.98
+# Texts per run of the model. int8 runs each text alone: its activations are scaled per
+# run, so batch-mates would change a text's vector (see export_int8).
+BATCH_SIZE = {"fp32": 32, "int8": 1}
 # A file changed within this long before its check began could be changed again without
 # its ctime moving (clock ticks are coarse), so its check is not recorded (as git does
 # with "racily clean" files): the next load checks it again.
@@ -81,8 +86,8 @@ class OnnxUnavailable(Exception):
 
 
 def onnx_path(model: ModelFiles) -> Path:
-    """Where the ONNX export of this model's weights lives (whether or not it exists yet)."""
-    return cache_dir() / "onnx" / model.weights_sha256 / VARIANT / ONNX_FILE
+    """Where the ONNX export of this model's weights and variant lives (existing or not)."""
+    return cache_dir() / "onnx" / model.weights_sha256 / model.variant / ONNX_FILE
 
 
 # -- export (needs torch; runs once per model and user) ---------------------------------
@@ -189,24 +194,16 @@ def _fuse_transformer(source: Path, dest: Path, heads: int, hidden: int) -> Path
     """onnxruntime's BERT optimiser: one Attention node per layer, fused embeddings,
     layer norms and GELU (~10 % faster on these CPUs). Its ops are onnxruntime's own
     (com.microsoft), portable across CPUs; if it cannot fuse, the plain graph is kept."""
-    import logging
-
-    quiet = logging.getLogger("onnxruntime.transformers")  # its progress notes are not ours to print
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_logging():
             optimised = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden,
                                        opt_level=0)
             optimised.save_model_to_file(str(dest))
         return dest
     except Exception:  # a newer exporter's pattern it does not know: slower, still correct
         return source
-    finally:
-        quiet.setLevel(level)
 
 
 def _save_optimised(source: Path, dest: Path) -> None:
@@ -257,6 +254,74 @@ def _publish(work: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def export_int8(fp32: Path, dest: Path, model: ModelFiles) -> Path:
+    """Quantise kb's (checked) fp32 export at `fp32` into the int8 variant at `dest`. No torch.
+
+    onnxruntime's dynamic quantisation: int8 weights, one scale per output channel;
+    activations are scaled per run. That scale spans a whole batch, so an int8 vector
+    would depend on which texts shared its batch: the int8 embedder runs each text on its
+    own (its fastest way anyway, see bench/embed_rate.py). The reference beside it holds
+    its own vectors of the probes, which later checks must reproduce, once they were
+    found within INT8_MIN_COSINE of sentence-transformers' ones.
+    """
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dest = Path(dest)
+    folder = dest.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.with_name(f".{folder.name}.{os.getpid()}.export")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        reference = json.loads((Path(fp32).parent / REFERENCE_FILE).read_text())
+        quantised = work / "quantised.onnx"
+        with _quiet_logging():
+            quantize_dynamic(str(fp32), str(quantised), weight_type=QuantType.QInt8, per_channel=True,
+                             # the graph holds onnxruntime's fused ops, whose types shape inference cannot see
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        _save_optimised(quantised, work / dest.name)
+        quantised.unlink()
+        session = _session(work / dest.name, threads=1, prepack=False)
+        tokenizer = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
+        vectors = _vectors_alone(session, tokenizer, reference["texts"])
+        cosine = float(np.min(np.sum(vectors * np.asarray(reference["vectors"], dtype=np.float32), axis=1)))
+        del session
+        if not cosine >= INT8_MIN_COSINE:
+            raise OnnxUnavailable(f"the int8 model strays from sentence-transformers (cosine {cosine:.4f})")
+        reference.update(vectors=vectors.tolist(), cosine_to_sentence_transformers=cosine)
+        (work / REFERENCE_FILE).write_text(json.dumps(reference))
+        _publish(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+class _quiet_logging:
+    """onnxruntime's export tools log advice through the root logger, which would set up
+    a handler printing to kb's stderr; swallow it (and theirs) while they run."""
+
+    def __enter__(self):
+        import logging
+
+        self._root = logging.getLogger()
+        self._level, self._handler = self._root.level, logging.NullHandler()
+        self._root.addHandler(self._handler)
+        self._root.setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc):
+        self._warnings.__exit__(*exc)
+        self._root.setLevel(self._level)
+        self._root.removeHandler(self._handler)
+        return False
+
+
 # -- use (no torch) ----------------------------------------------------------------------
 class OnnxEmbedder:
     """The packaged model through onnxruntime + `tokenizers`: same vectors, no torch.
@@ -272,6 +337,8 @@ class OnnxEmbedder:
     and a busy core slows only its own batches, not every layer of every batch (see
     bench/embed_rate.py and bench/query_threads.py for the figures).
 
+    batch_size: texts per run; by default BATCH_SIZE for the model's variant.
+
     prepack: onnxruntime rearranges the weights for its matrix kernels when a session
     starts (~50 ms), which makes every later small run faster. True: do it at once (an
     indexing run); None: start without, and prepack at the second call, once the process
@@ -286,7 +353,7 @@ class OnnxEmbedder:
         *,
         threads: int = 1,
         workers: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         prepack: bool | None = True,
         recheck: bool = False,
     ):
@@ -294,7 +361,7 @@ class OnnxEmbedder:
         self.path = Path(path) if path else onnx_path(model)
         self.threads = max(1, threads)
         self.workers = max(1, workers if workers is not None else cores() // self.threads)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or BATCH_SIZE.get(model.variant, 1)
         self.verified_by = ""  # "check" or "record": how this load knew the file is right
         self._calls = 0
         if not self.path.is_file():
@@ -319,7 +386,6 @@ class OnnxEmbedder:
             _record_check(self.path.parent, identity, self._facts(), started_ns)
         else:
             self.verified_by = "record"
-        self._calls = 0  # the caller's, not the check's
 
     def embed(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """L2-normalised float32 vectors, one row per text, in the order given."""
@@ -368,7 +434,7 @@ class OnnxEmbedder:
         """What else a recorded check depends on besides the files themselves."""
         import onnxruntime as ort
 
-        return {"onnxruntime": ort.__version__, "weights_sha256": self.model.weights_sha256,
+        return {"onnxruntime": ort.__version__, "model": self.model.name, "weights_sha256": self.model.weights_sha256,
                 "max_seq_length": self.model.max_seq_length, "min_cosine": MIN_COSINE}
 
     def _check_reference(self, reference_file: Path) -> None:
@@ -382,14 +448,27 @@ class OnnxEmbedder:
         if fmt != REFERENCE_FORMAT or max_len != self.model.max_seq_length:
             raise OnnxUnavailable(f"{reference_file} was written for another format or sequence length")
         try:
-            got = self.embed(texts)
+            got = _vectors_alone(self._session, self._tokenizer, texts)
         except Exception as e:  # a graph that loads but cannot run is just as unusable
             raise OnnxUnavailable(f"{self.path} fails to run: {_first_line(e)}") from None
         if got.shape != expected.shape:
             raise OnnxUnavailable(f"{self.path} gives {got.shape[1]}-d vectors, expected {expected.shape[1]}")
         cosine = float(np.min(np.sum(got * expected, axis=1)))
         if not cosine >= MIN_COSINE:
-            raise OnnxUnavailable(f"{self.path} disagrees with sentence-transformers (cosine {cosine:.6f})")
+            whose = "sentence-transformers" if self.model.variant == "fp32" else "its reference vectors"
+            raise OnnxUnavailable(f"{self.path} disagrees with {whose} (cosine {cosine:.6f})")
+
+
+def _vectors_alone(session, tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """Each text run on its own (no batch-mates, no padding): what a check compares."""
+    names = [i.name for i in session.get_inputs()]
+    rows = []
+    for encoding in tokenizer.encode_batch(list(texts)):
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        rows.append(session.run(None, {n: feed[n] for n in names})[0][0])
+    vectors = np.asarray(rows, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _session_in_background(path: Path, threads: int, prepack: bool) -> Callable:
