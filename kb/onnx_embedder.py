@@ -46,9 +46,13 @@ MIN_COSINE = 0.9999  # what "the same vectors" means: the parity bar for the fas
 # The int8 variant's own bar against sentence-transformers, checked once at its export
 # (it measured 0.987 at worst over 800 SciFact and XQuAD texts, see bench/int8.py).
 INT8_MIN_COSINE = 0.98
-# Texts per run of the model. int8 runs each text alone: its activations are scaled per
-# run, so batch-mates would change a text's vector (see export_int8).
-BATCH_SIZE = {"fp32": 32, "int8": 1}
+# How much one run of the model takes. Runs of ~1,000 word pieces keep a layer's
+# activations in cache: on these CPUs they embed 15-25 % more per CPU-second than runs
+# of 32 full-size passages (bench/embed_rate.py, kb-b1 ... kb-b32), while short texts
+# (questions) still share runs. int8 runs each text alone: its activations are scaled
+# per run, so batch-mates would change a text's vector (see export_int8).
+TOKENS_PER_RUN = 1024
+BATCH_SIZE = {"fp32": 64, "int8": 1}  # texts per run, at most
 # A file changed within this long before its check began could be changed again without
 # its ctime moving (clock ticks are coarse), so its check is not recorded (as git does
 # with "racily clean" files): the next load checks it again.
@@ -337,7 +341,8 @@ class OnnxEmbedder:
     and a busy core slows only its own batches, not every layer of every batch (see
     bench/embed_rate.py and bench/query_threads.py for the figures).
 
-    batch_size: texts per run; by default BATCH_SIZE for the model's variant.
+    batch_size: texts per run at most (by default BATCH_SIZE for the model's variant);
+    tokens_per_run: word pieces per run at most, padding included (None: no limit).
 
     prepack: onnxruntime rearranges the weights for its matrix kernels when a session
     starts (~50 ms), which makes every later small run faster. True: do it at once (an
@@ -354,6 +359,7 @@ class OnnxEmbedder:
         threads: int = 1,
         workers: int | None = None,
         batch_size: int | None = None,
+        tokens_per_run: int | None = TOKENS_PER_RUN,
         prepack: bool | None = True,
         recheck: bool = False,
     ):
@@ -362,6 +368,7 @@ class OnnxEmbedder:
         self.threads = max(1, threads)
         self.workers = max(1, workers if workers is not None else cores() // self.threads)
         self.batch_size = batch_size or BATCH_SIZE.get(model.variant, 1)
+        self.tokens_per_run = tokens_per_run
         self.verified_by = ""  # "check" or "record": how this load knew the file is right
         self._calls = 0
         if not self.path.is_file():
@@ -401,8 +408,8 @@ class OnnxEmbedder:
         # Batches of similar length waste less time on padding; a few texts are spread
         # over the workers rather than packed into one batch on one core.
         order = np.argsort(lengths, kind="stable")
-        size = max(1, min(self.batch_size, -(-len(texts) // self.workers)))
-        batches = [order[start : start + size] for start in range(0, len(texts), size)]
+        most = max(1, min(self.batch_size, -(-len(texts) // self.workers)))
+        batches = _batches(lengths[order], most, self.tokens_per_run, order)
 
         def run(batch: np.ndarray) -> np.ndarray:
             ids = np.zeros((len(batch), int(lengths[batch].max())), dtype=np.int64)
@@ -457,6 +464,21 @@ class OnnxEmbedder:
         if not cosine >= MIN_COSINE:
             whose = "sentence-transformers" if self.model.variant == "fp32" else "its reference vectors"
             raise OnnxUnavailable(f"{self.path} disagrees with {whose} (cosine {cosine:.6f})")
+
+
+def _batches(sorted_lengths: np.ndarray, most: int, tokens: int | None, order: np.ndarray) -> list[np.ndarray]:
+    """Cut `order` (texts by increasing length) into runs of at most `most` texts and
+    `tokens` word pieces, padding included (the longest text sets a run's width)."""
+    batches, start, count = [], 0, len(order)
+    while start < count:
+        end = min(start + most, count)
+        if tokens:
+            # Longest first in a run is its last; its length times the run's size must fit.
+            fits = (np.arange(start + 1, end + 1) - start) * sorted_lengths[start:end] <= tokens
+            end = start + max(1, int(np.argmin(fits)) if not fits.all() else end - start)
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 def _vectors_alone(session, tokenizer, texts: Sequence[str]) -> np.ndarray:
