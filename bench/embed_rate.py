@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,7 @@ def main() -> None:
         sys.exit(f"bench: no data folder at {data}")
 
     env = {k: v for k, v in os.environ.items() if k != "KB_EMBEDDER"}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))  # so the spinner is stopped
     work = Path(tempfile.mkdtemp(prefix="kb-bench-embed-"))
     spinner = None
     try:
@@ -218,17 +220,23 @@ def main() -> None:
             spinner.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\npassages/s, median of {args.runs} processes (min-max); cpu = passages per CPU-second of the process;"
-          f" load average {min(loads):.1f}-{max(loads):.1f} during the runs")
+    print(f"\nmedians of {args.runs} rounds; load average {min(loads):.1f}-{max(loads):.1f} during the runs."
+          "\n  wall: passages/s (min-max); / st: this setting's rate over st's in the same round"
+          "\n  cpu: passages per CPU-second of the process (all its threads, spinning included), and over st's")
     for which in args.sets.split(","):
-        base = statistics.median(r["passages"] / r["seconds"] for r in rows[(which, "st")]) if "st" in settings else None
-        print(f"\n{which:<12}{'passages/s':>12}{'(min-max)':>16}{'cpu':>8}{'/ st':>8}")
+        print(f"\n{which:<12}{'wall':>8}{'(min-max)':>14}{'/ st':>8}{'cpu':>9}{'/ st':>8}")
         for setting in settings:
-            rates = [r["passages"] / r["seconds"] for r in rows[(which, setting)]]
-            cpu = statistics.median(r["passages"] / r["cpu"] for r in rows[(which, setting)])
-            rate = statistics.median(rates)
-            ratio = f"{rate / base:7.2f}x" if base else ""
-            print(f"{setting:<12}{rate:12.1f}{f'({min(rates):.1f}-{max(rates):.1f})':>16}{cpu:8.1f}{ratio:>8}")
+            wall = [r["passages"] / r["seconds"] for r in rows[(which, setting)]]
+            cpu = [r["passages"] / r["cpu"] for r in rows[(which, setting)]]
+            line = f"{setting:<12}{statistics.median(wall):8.1f}{f'({min(wall):.1f}-{max(wall):.1f})':>14}"
+            if "st" in settings:
+                base_wall = [r["passages"] / r["seconds"] for r in rows[(which, "st")]]
+                base_cpu = statistics.median(r["passages"] / r["cpu"] for r in rows[(which, "st")])
+                paired = statistics.median(w / b for w, b in zip(wall, base_wall))
+                line += f"{paired:7.2f}x{statistics.median(cpu):9.1f}{statistics.median(cpu) / base_cpu:7.2f}x"
+            else:
+                line += f"{'':8}{statistics.median(cpu):9.1f}"
+            print(line)
     print(f"\nload average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

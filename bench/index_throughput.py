@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -54,9 +55,9 @@ import torch
 torch.set_num_threads(len(os.sched_getaffinity(0)))
 st = SentenceTransformer(str(packaged_model().path), device="cpu")
 st.encode(texts[:32], batch_size=32)  # warm-up
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 st.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
-print(json.dumps({"passages": len(texts), "seconds": time.perf_counter() - started}))
+print(json.dumps({"passages": len(texts), "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}))
 """
 
 EMBED_SCRIPT = PASSAGES + """
@@ -64,9 +65,9 @@ import json, time
 from kb.embedding import load_embedder
 embedder = load_embedder(packaged_model(), for_indexing=True)
 embedder.embed(texts[:32])  # warm-up
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 embedder.embed(texts)
-print(json.dumps({"passages": len(texts), "seconds": time.perf_counter() - started}))
+print(json.dumps({"passages": len(texts), "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}))
 """
 
 
@@ -91,6 +92,14 @@ def take_slice(data: Path, dest: Path, max_bytes: int) -> tuple[int, int]:
             if total >= max_bytes:
                 break
     return files, total
+
+
+def timed_cpu(command: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + sys, all threads) of one whole process, and its stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, out = timed(command, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), out
 
 
 def full_size_corpus(data: Path, dest: Path, count: int, work: Path) -> int:
@@ -132,7 +141,7 @@ def main() -> None:
     kb = str(BIN / "kb")
     env = {k: v for k, v in os.environ.items() if k != "KB_EMBEDDER"}
     work = Path(tempfile.mkdtemp(prefix="kb-bench-index-"))
-    runs: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    runs: dict[tuple[str, str], list[tuple[int, float, float, float]]] = {}  # passages, wall, inside, cpu
     try:
         corpora = {}
         if "short" in args.corpora:
@@ -154,35 +163,43 @@ def main() -> None:
             for name, corpus in corpora.items():
                 for backend in ("onnx", "torch"):
                     index_dir = work / f"index-{backend}-{repeat}"
-                    wall, out = timed([kb, "index", str(corpus), "--index", str(index_dir), "--json"],
-                                      {**env, "KB_EMBEDDER": backend})
+                    wall, cpu, out = timed_cpu([kb, "index", str(corpus), "--index", str(index_dir), "--json"],
+                                               {**env, "KB_EMBEDDER": backend})
                     report = json.loads(out)
-                    runs.setdefault((name, backend), []).append((report["passages"], wall, report["seconds"]))
+                    runs.setdefault((name, backend), []).append((report["passages"], wall, report["seconds"], cpu))
                     shutil.rmtree(index_dir)
                 for what, script in (("embed", EMBED_SCRIPT), ("encode", ENCODE_SCRIPT)):
                     wall, out = timed([sys.executable, "-c", script, str(corpus)], env)
                     result = json.loads(out)
-                    runs.setdefault((name, what), []).append((result["passages"], wall, result["seconds"]))
+                    runs.setdefault((name, what), []).append((result["passages"], wall, result["seconds"],
+                                                              result["cpu"]))
             loads.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nmedian of {args.repeats} runs, passages/s; load average {min(loads):.1f}-{max(loads):.1f} during the runs")
+    print(f"\nmedian of {args.repeats} runs; load average {min(loads):.1f}-{max(loads):.1f} during the runs."
+          "\nwall = passages per second; cpu = passages per CPU-second (all threads): what each costs,"
+          "\nwhatever share of the cores the machine's other jobs left it")
     for name in corpora:
         rows = {what: runs[(name, what)] for what in ("onnx", "torch", "embed", "encode")}
         passages = rows["onnx"][0][0]
-        if any(n != passages for r in rows.values() for n, _, _ in r):
+        if any(row[0] != passages for r in rows.values() for row in r):
             sys.exit(f"bench: runs embedded different numbers of passages: {rows}")
-        rate = {what: passages / statistics.median(wall for _, wall, _ in r) for what, r in rows.items()}
-        inner = {what: passages / statistics.median(inside for _, _, inside in r) for what, r in rows.items()}
-        print(f"\n{name}: {passages} passages")
-        print(f"  kb index (onnx), whole process:         {rate['onnx']:6.1f}   (inside index(): {inner['onnx']:.1f})")
-        print(f"  kb index (KB_EMBEDDER=torch), process:  {rate['torch']:6.1f}   (inside index(): {inner['torch']:.1f})")
-        print(f"  kb's embedder, call only:               {inner['embed']:6.1f}   (its whole process: {rate['embed']:.1f})")
-        print(f"  SentenceTransformer.encode, call only:  {inner['encode']:6.1f}   (its whole process: {rate['encode']:.1f})")
-        print(f"  kb index (whole process) / plain encode (call only): {rate['onnx'] / inner['encode']:.2f}x (target >= 1.5x)")
-        print(f"  kb's embedder / plain encode (calls only):           {inner['embed'] / inner['encode']:.2f}x")
-        print(f"  kb index / kb index on torch (whole processes):      {rate['onnx'] / rate['torch']:.2f}x")
+        rate = {what: passages / statistics.median(row[1] for row in r) for what, r in rows.items()}
+        inner = {what: passages / statistics.median(row[2] for row in r) for what, r in rows.items()}
+        cpu = {what: passages / statistics.median(row[3] for row in r) for what, r in rows.items()}
+        paired = statistics.median((passages / a[1]) / (passages / b[2]) for a, b in zip(rows["onnx"], rows["encode"]))
+        print(f"\n{name}: {passages} passages{'':22}wall    cpu")
+        print(f"  kb index (onnx), whole process:       {rate['onnx']:6.1f} {cpu['onnx']:6.1f}   (inside index(): {inner['onnx']:.1f})")
+        print(f"  kb index (KB_EMBEDDER=torch), process:{rate['torch']:6.1f} {cpu['torch']:6.1f}   (inside index(): {inner['torch']:.1f})")
+        print(f"  kb's embedder, call only:             {inner['embed']:6.1f} {cpu['embed']:6.1f}   (its whole process: {rate['embed']:.1f})")
+        print(f"  SentenceTransformer.encode, call only:{inner['encode']:6.1f} {cpu['encode']:6.1f}   (its whole process: {rate['encode']:.1f})")
+        print(f"  kb index (whole process) / plain encode (call only): wall {rate['onnx'] / inner['encode']:.2f}x "
+              f"(paired per round {paired:.2f}x), cpu {cpu['onnx'] / cpu['encode']:.2f}x (target >= 1.5x)")
+        print(f"  kb's embedder / plain encode (calls only):           wall {inner['embed'] / inner['encode']:.2f}x, "
+              f"cpu {cpu['embed'] / cpu['encode']:.2f}x")
+        print(f"  kb index / kb index on torch (whole processes):      wall {rate['onnx'] / rate['torch']:.2f}x, "
+              f"cpu {cpu['onnx'] / cpu['torch']:.2f}x")
     print(f"\nload average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

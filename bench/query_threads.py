@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,7 @@ def main() -> None:
         return worker(args.worker[0], int(args.worker[1]), args.warm)
 
     env = {k: v for k, v in os.environ.items() if k != "KB_EMBEDDER"}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))  # so the spinner is stopped
     # Untimed: make sure the export exists and its check is recorded, as after any `kb index`.
     subprocess.run([sys.executable, __file__, "--worker", "t1", "1", "--warm", "0"], env=env, check=True,
                    capture_output=True)
