@@ -2,14 +2,20 @@
 
 Times, as separate processes run round-robin (so background load hits all alike), after
 one warm-up each, the median of --runs:
-  kb ask "..." --json                      (the ONNX query path)
+  kb ask "..." --json                      (the ONNX query path, best sentence highlighted)
+  kb ask "..." --json --no-highlight       (what the question itself costs)
+  kb ask "..." --json --mode lexical       (no model at all: the floor of any kb ask)
   KB_EMBEDDER=torch kb ask "..." --json    (the same CLI on sentence-transformers)
   python -c "import sentence_transformers" (the floor of any torch-based answer)
   a plain sentence-transformers + FAISS script asking the same index
+  the --no-highlight ask in one process with timers: where a cold `kb ask` goes
+  (interpreter start, imports, model identity, ONNX session, parity check or its
+  record, tokenizer, embedding the question, the rest of the ask)
 
     .venv/bin/python bench/query_latency.py [CORPUS] [--runs 7] [--question "..."]
 
-Targets from the issue: kb ask <= 0.5 s and <= 0.12x the bare import.
+Targets from the issues: kb ask <= 0.5 s and <= 0.12x the bare import; cold kb ask
+(without the highlighting the lead is replacing) <= 0.30 s.
 """
 
 from __future__ import annotations
@@ -44,8 +50,67 @@ print(json.dumps([int(i) for i in ids[0]]))
 """
 
 
+# Timers around the steps of a cold `kb ask --no-highlight`, in one process. It pokes at
+# kb.onnx_embedder's private steps: if they are renamed, this fails loudly.
+PHASES_SCRIPT = """
+import json, sys, time
+started = time.perf_counter()
+import kb.cli, kb.knowledge_base, faiss, onnxruntime, tokenizers
+imported = time.perf_counter()
+import kb.onnx_embedder as onnx_embedder
+from kb.embedding import load_embedder
+from kb.model import packaged_model
+spent = {}
+def timer(name, function):
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+    return timed
+onnx_embedder._session = timer("session (another thread, beside the tokenizer)", onnx_embedder._session)
+onnx_embedder.load_tokenizer = timer("tokenizer", onnx_embedder.load_tokenizer)
+def waiting(build):
+    def start(*args, **kwargs):
+        return timer("waiting for the session", build(*args, **kwargs))
+    return start
+onnx_embedder._session_in_background = waiting(onnx_embedder._session_in_background)
+onnx_embedder._recorded = timer("check or record", onnx_embedder._recorded)
+onnx_embedder.OnnxEmbedder._check_reference = timer("check or record", onnx_embedder.OnnxEmbedder._check_reference)
+model = packaged_model()
+identified = time.perf_counter()
+embedder = load_embedder(model)
+loaded = time.perf_counter()
+spent["embedder, other"] = loaded - identified - sum(v for k, v in spent.items() if "another thread" not in k)
+embedder.embed([sys.argv[1]])
+embedded = time.perf_counter()
+sys.argv = ["kb", "ask", sys.argv[1], "--json", "--no-highlight", "-k", sys.argv[2], "--index", sys.argv[3]]
+try:
+    kb.cli.main()
+except SystemExit:
+    pass
+done = time.perf_counter()
+print(json.dumps({"imports": imported - started, "model identity": identified - imported, **spent,
+                  "the question": embedded - loaded,
+                  "the ask (search, output)": done - embedded, "in process": done - started,
+                  "verified_by": embedder.verified_by}), file=sys.stderr)
+"""
+
+
+def cpu_features() -> str:
+    """The /proc/cpuinfo flags that decide which kernels torch and onnxruntime pick."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    present = set(flags.split(":", 1)[1].split())
+    return " ".join(f for f in wanted if f in present) or "none of avx2/avx512/vnni"
+
+
 def machine_report() -> str:
-    """CPU, cores, load and the versions that decide the figures."""
+    """CPU, its vector features, cores, load and the versions that decide the figures."""
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -61,29 +126,38 @@ def machine_report() -> str:
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (absent)")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"machine: {cpu}, {os.cpu_count()} cores, load average {load}\n"
+    return (f"machine: {cpu} ({cpu_features()}), {os.cpu_count()} cores, load average {load}\n"
             f"python {platform.python_version()}; " + ", ".join(versions))
 
 
 def timed(command: list[str], env: dict | None = None) -> tuple[float, str]:
     """Wall seconds of one whole process, and its stdout (fails loudly if it fails)."""
+    seconds, stdout, _ = run(command, env)
+    return seconds, stdout
+
+
+def run(command: list[str], env: dict | None = None) -> tuple[float, str, str]:
+    """Wall seconds of one whole process, its stdout and stderr (fails loudly if it fails)."""
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"bench: {' '.join(command[:3])} failed ({done.returncode}): {done.stderr.strip()[-300:]}")
-    return seconds, done.stdout
+    return seconds, done.stdout, done.stderr
 
 
-def round_robin(commands: dict[str, tuple[list[str], dict]], runs: int) -> dict[str, list[float]]:
-    """One warm-up each, then `runs` rounds of every command in turn."""
+def round_robin(commands: dict[str, tuple[list[str], dict]], runs: int) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """One warm-up each, then `runs` rounds of every command in turn: (seconds, stderr) per command."""
     for command, env in commands.values():
-        timed(command, env)
+        run(command, env)
     times: dict[str, list[float]] = {name: [] for name in commands}
+    errors: dict[str, list[str]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, (command, env) in commands.items():
-            times[name].append(timed(command, env)[0])
-    return times
+            seconds, _, stderr = run(command, env)
+            times[name].append(seconds)
+            errors[name].append(stderr)
+    return times, errors
 
 
 def main() -> None:
@@ -112,12 +186,18 @@ def main() -> None:
         onnx_ids = [h["passage_id"] for h in json.loads(timed(dense, env)[1])["results"]]
         plain_ids = json.loads(timed(plain, env)[1])
         print(machine_report())
-        times = round_robin({
+        commands = {
             "kb ask --json (onnx)": (ask, env),
+            "kb ask --json --no-highlight": (ask + ["--no-highlight"], env),
+            "kb ask --json --mode lexical": (ask + ["--mode", "lexical"], env),
+            "kb ask --no-highlight, timed inside": ([sys.executable, "-c", PHASES_SCRIPT, args.question, str(args.k),
+                                                    index_dir], env),
             "kb ask --json (KB_EMBEDDER=torch)": (ask, torch_env),
             "python -c 'import sentence_transformers'": ([sys.executable, "-c", "import sentence_transformers"], env),
             "plain sentence-transformers + faiss script": (plain, env),
-        }, args.runs)
+            "python -c pass": ([sys.executable, "-c", "pass"], env),
+        }
+        times, errors = round_robin(commands, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -125,13 +205,28 @@ def main() -> None:
     print(f"\nmedian of {args.runs} whole-process runs after one warm-up each (seconds):")
     for name, seconds in medians.items():
         print(f"  {seconds:7.3f}  {name}   (min {min(times[name]):.3f}, max {max(times[name]):.3f})")
+
+    phases = [json.loads(err.strip().splitlines()[-1]) for err in errors["kb ask --no-highlight, timed inside"]]
+    whole = medians["kb ask --no-highlight, timed inside"]
+    print(f"\nwhere a cold `kb ask --no-highlight` goes (median of {args.runs}; the parity check was "
+          f"{'/'.join(sorted(set(p.pop('verified_by') for p in phases)))}):")
+    inside = statistics.median(p["in process"] for p in phases)
+    print(f"  {whole - inside:7.3f}  interpreter start and exit (whole process minus time inside)")
+    for name in phases[0]:
+        if name != "in process":
+            print(f"  {statistics.median(p[name] for p in phases):7.3f}  {name}")
+    print(f"  {whole:7.3f}  whole process")
+
     kb_ask, imp, plain_s, kb_torch = (medians["kb ask --json (onnx)"], medians["python -c 'import sentence_transformers'"],
                                       medians["plain sentence-transformers + faiss script"], medians["kb ask --json (KB_EMBEDDER=torch)"])
+    bare = medians["kb ask --json --no-highlight"]
     print("\nratios:")
     print(f"  kb ask / import sentence_transformers: {kb_ask / imp:.3f}x (target <= 0.12x)")
+    print(f"  kb ask --no-highlight / import:        {bare / imp:.3f}x")
     print(f"  kb ask / plain script:                 {kb_ask / plain_s:.3f}x ({plain_s / kb_ask:.1f}x faster)")
     print(f"  kb ask / kb ask on torch:              {kb_ask / kb_torch:.3f}x")
     print(f"  kb ask {kb_ask:.3f} s (target <= 0.5 s): {'met' if kb_ask <= 0.5 else 'NOT met'}")
+    print(f"  kb ask --no-highlight {bare:.3f} s (target <= 0.30 s): {'met' if bare <= 0.30 else 'NOT met'}")
     print(f"  kb ask {' '.join(dense[8:]) or '(dense)'} gives the plain script's top-{args.k}: {'yes' if onnx_ids == plain_ids else 'NO'}")
     print(f"  load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

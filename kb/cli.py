@@ -80,6 +80,9 @@ def cli():
 @click.option("--vector-index", type=click.Choice(["auto", "exact", "ivf"]), default=None,
               help="Vector search: exact, approximate (IVF) or chosen by size (auto: IVF from 20,000 "
                    "passages). Default: as the index was built, else auto.")
+@click.option("--int8/--fp32", "int8", default=None,
+              help="Embed with the int8 model (about 2x faster, vectors slightly different) or the fp32 one "
+                   "(default: as the index was built, else fp32). Changing it re-embeds everything.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Read, chunk and embed on Ray workers (pip install 'kb[ray]'): a local Ray instance, "
@@ -89,8 +92,8 @@ def cli():
                    "HOST:PORT, or ray://HOST:PORT (Ray Client).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Ray workers, each with its own model (default: one per CPU of the cluster, or one per GPU).")
-def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, as_json, use_ray, ray_address,
-          ray_workers):
+def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, int8, as_json, use_ray,
+          ray_address, ray_workers):
     """Index files and folders (default: corpus/).
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
@@ -126,7 +129,8 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
         raise BadInput("--ray-workers needs --ray or --ray-address")
     report = KnowledgeBase(index_dir).index(paths or ["corpus"], rebuild=rebuild, progress=_progress_bar,
                                             max_file_size=cap or None, settings=settings, vector_index=vector_index,
-                                            executor=executor)
+                                            executor=executor,
+                                            variant=None if int8 is None else ("int8" if int8 else "fp32"))
     for s in report.skipped:
         click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)
     if as_json:
@@ -229,8 +233,9 @@ def ask(ctx, question, k, index_dir, as_json, mode, min_score, paths, mmr, no_hi
 @click.option("--vector-index", type=click.Choice(["auto", "exact", "ivf"]), default=None,
               help="Build the index with this vector search (as `kb index --vector-index`), e.g. to "
                    "measure the approximate index on a corpus below its threshold.")
+@click.option("--int8", is_flag=True, help="Index and ask with the int8 model (an index of its own).")
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
-def eval_(dataset_dir, split, modes, cache, vector_index, as_json):
+def eval_(dataset_dir, split, modes, cache, vector_index, int8, as_json):
     """Measure retrieval quality on a BEIR-layout dataset, mode by mode.
 
     DATASET_DIR holds corpus.jsonl[.gz] (_id, title, text), queries.jsonl,
@@ -243,7 +248,7 @@ def eval_(dataset_dir, split, modes, cache, vector_index, as_json):
     from .render import eval_text
 
     result = evaluate(dataset_dir, split=split, modes=modes or ("dense", "lexical", "hybrid"), cache=cache,
-                      progress=_progress_bar, vector_index=vector_index)
+                      progress=_progress_bar, vector_index=vector_index, variant="int8" if int8 else "fp32")
     click.echo(json.dumps(result) if as_json else eval_text(result))
 
 
@@ -370,3 +375,28 @@ def _progress_bar(progress) -> None:
 
 def main() -> None:
     cli(prog_name="kb")
+
+
+def run() -> None:
+    """The installed `kb` command: main(), then exit at once, output flushed.
+
+    Tearing numpy, FAISS and onnxruntime down module by module costs a cold `kb ask`
+    ~0.1 s (bench/query_latency.py) and frees nothing the OS would not. SQLite needs
+    nothing: writers commit and close before returning.
+    """
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    else:
+        code = 0
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # `kb ask ... | head`: the reader has gone
+            pass
+    os._exit(code)

@@ -16,7 +16,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from .errors import BadInput, KbError
-from .model import ModelFiles, offline_environment
+from .model import ModelFiles, offline_environment, packaged_model
 
 Progress = Callable[[int], None]  # called with the number of texts just embedded
 
@@ -95,13 +95,15 @@ BACKENDS = ("auto", "onnx", "torch")
 def load_embedder(model: ModelFiles, *, for_indexing: bool = False, threads: int | None = None) -> Embedder:
     """The embedder for building (for_indexing=True) or querying an index.
 
-    The ONNX export in kb's cache is used whenever it reproduces the reference vectors:
-    it gives the same vectors faster and without importing torch. sentence-transformers
-    is loaded only to export it (once per model and user) or when it is unusable, with a
-    note on stderr. KB_EMBEDDER=onnx|torch forces a backend (onnx: fail rather than fall
-    back). Cached per process: a script or test that runs many commands loads the model once.
-    threads: CPU threads the model may use (default: every core); a Ray worker passes the
-    CPUs it was given, so workers sharing a machine do not oversubscribe it.
+    The ONNX export in kb's cache is used whenever it reproduces the reference vectors
+    (checked once per file, see kb.onnx_embedder): it gives the same vectors faster and
+    without importing torch. sentence-transformers is loaded only to export it (once per
+    model and user) or when it is unusable, with a note on stderr. KB_EMBEDDER=onnx|torch
+    forces a backend (onnx: fail rather than fall back). The int8 variant exists only as
+    ONNX: it is made from the fp32 export, and is used or fails, never replaced by other
+    vectors. Cached per process: a script or test that runs many commands loads the
+    model once. threads: CPU cores the model may use (default: every core); a Ray worker
+    passes the CPUs it was given, so workers sharing a machine do not oversubscribe it.
     """
     backend = os.environ.get("KB_EMBEDDER") or "auto"
     if backend not in BACKENDS:
@@ -117,10 +119,15 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
                    threads: int | None = None) -> Embedder:
     from .onnx_embedder import OnnxEmbedder, OnnxUnavailable, export_onnx
 
+    if model.variant != "fp32":
+        return _load_variant(model, for_indexing, backend, path, threads)
     if backend == "torch":
         return SentenceTransformerEmbedder(model, threads=threads)
+    # Indexing runs the model many times: prepack its weights at once. A question may be
+    # the process's only one: leave that until a second call (see OnnxEmbedder).
+    prepack = True if for_indexing else None
     try:
-        return OnnxEmbedder(model, path, full_check=for_indexing, threads=threads)
+        return OnnxEmbedder(model, path, prepack=prepack, workers=threads)
     except OnnxUnavailable as e:
         # A first `kb index` exporting the model is routine; anything else deserves a word.
         if not (for_indexing and not path.exists()):
@@ -128,13 +135,37 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
     reference = SentenceTransformerEmbedder(model, threads=threads)
     try:
         export_onnx(reference.st_model, path)
-        return OnnxEmbedder(model, path, full_check=True, threads=threads)
+        return OnnxEmbedder(model, path, prepack=prepack, recheck=True, workers=threads)
     except Exception as e:  # any failure to export leaves the reference backend, never a wrong answer
         problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         if backend == "onnx":
             raise KbError(f"the ONNX embedder is unavailable: {problem}") from None
         _note(f"still no usable ONNX model ({problem}); using sentence-transformers")
     return reference
+
+
+def _load_variant(model: ModelFiles, for_indexing: bool, backend: str, path: Path,
+                  threads: int | None = None) -> Embedder:
+    """The int8 embedder, made from the fp32 export when missing or refused; else an error."""
+    from .onnx_embedder import OnnxEmbedder, OnnxUnavailable, export_int8
+
+    if backend == "torch":
+        raise BadInput(f"KB_EMBEDDER=torch cannot embed for {model.name}: it exists only as ONNX")
+    prepack = True if for_indexing else None
+    try:
+        return OnnxEmbedder(model, path, prepack=prepack, workers=threads)
+    except OnnxUnavailable as e:
+        if not (for_indexing and not path.exists()):
+            _note(f"{e}; making the {model.variant} model again")
+    fp32 = load_embedder(packaged_model(), for_indexing=True)
+    try:
+        if not isinstance(fp32, OnnxEmbedder):
+            raise OnnxUnavailable("it is made from the fp32 ONNX model, which is unavailable")
+        export_int8(fp32.path, path, model)
+        return OnnxEmbedder(model, path, prepack=prepack, recheck=True, workers=threads)
+    except Exception as e:  # answering with fp32 vectors instead would mix two models
+        problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise KbError(f"the {model.variant} embedder is unavailable: {problem}") from None
 
 
 def _note(message: str) -> None:

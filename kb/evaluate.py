@@ -78,10 +78,12 @@ def default_cache(dataset: Dataset) -> Path:
     return cache_dir() / "eval" / dataset.root.resolve().as_posix().strip("/").replace("/", "__")
 
 
-def build_index(dataset: Dataset, cache: Path, *, progress=None, vector_index: str | None = None):
+def build_index(dataset: Dataset, cache: Path, *, progress=None, vector_index: str | None = None,
+                variant: str = "fp32", embedder=None):
     """Index the corpus (each record one document) into cache/index: (index dir, report).
 
-    Re-runs find the corpus unchanged and embed nothing."""
+    Re-runs find the corpus unchanged and embed nothing. Another model variant gets an
+    index of its own (cache/index-int8), so switching back and forth re-embeds nothing."""
     from .knowledge_base import KnowledgeBase
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -94,8 +96,9 @@ def build_index(dataset: Dataset, cache: Path, *, progress=None, vector_index: s
                 shutil.copyfileobj(src, dst)
             os.replace(tmp, plain)
         corpus = plain
-    index_dir = cache / "index"
-    report = KnowledgeBase(index_dir).index([corpus], progress=progress, vector_index=vector_index)
+    index_dir = cache / ("index" if variant == "fp32" else f"index-{variant}")
+    report = KnowledgeBase(index_dir, embedder=embedder).index([corpus], progress=progress,
+                                                              vector_index=vector_index, variant=variant)
     return index_dir, report
 
 
@@ -118,6 +121,8 @@ def evaluate(
     progress=None,
     batch: int = 64,
     vector_index: str | None = None,
+    variant: str = "fp32",
+    embedder=None,
     **tuning,
 ) -> dict:
     """Index the dataset (once), ask every judged query in each mode, and score the runs.
@@ -127,6 +132,9 @@ def evaluate(
     nDCG@10, Recall@10/100, MRR@10 and hit@1/5 by qrels (a relevant document first /
     in the top 5); with answers.jsonl also answer_hit@1/5 (a returned passage contains
     a gold answer string, case-insensitive); and queries_per_second.
+    variant: the model variant to index and ask with ("fp32" or "int8", kb.model.VARIANTS).
+    embedder: an Embedder to use instead of the variant's own (benchmarks of other
+    embedders); give it a cache of its own, as the index records the variant's name.
     """
     from ranx import Qrels, Run
     from ranx import evaluate as ranx_evaluate
@@ -138,13 +146,14 @@ def evaluate(
         raise BadInput(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)}")
     dataset = load_dataset(dataset_dir, split)
     cache = Path(cache) if cache else default_cache(dataset)
-    index_dir, report = build_index(dataset, cache, progress=progress, vector_index=vector_index)
-    kb = KnowledgeBase(index_dir)
+    index_dir, report = build_index(dataset, cache, progress=progress, vector_index=vector_index,
+                                    variant=variant, embedder=embedder)
+    kb = KnowledgeBase(index_dir, embedder=embedder)
     qids = sorted(dataset.queries)
     texts = [dataset.queries[q] for q in qids]
     qrels = Qrels({q: dataset.qrels[q] for q in qids})
     result = {"dataset": str(dataset.root), "split": split, "queries": len(qids), "index": str(kb.index_dir),
-              "vector_index": kb.info()["vector_index"],
+              "model": kb.info()["model"], "vector_index": kb.info()["vector_index"],
               "passages": report.passages,
               "passages_embedded": report.passages_embedded, "modes": {}}
     for mode in modes:

@@ -25,7 +25,7 @@ from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
 from .hits import Hit
 from .lexical import LexicalIndex
-from .model import packaged_model
+from .model import ModelFiles, packaged_model, recorded_variant
 from .passages import ChunkSettings
 from .search import DEFAULT_MODE, SearchOptions, search
 from .store import Store, StoredPassage
@@ -56,6 +56,7 @@ class KnowledgeBase:
     def __init__(self, index_dir: str | os.PathLike = DEFAULT_INDEX_DIR, *, embedder: Embedder | None = None):
         self.index_dir = Path(index_dir)
         self._embedder = embedder
+        self._model: ModelFiles | None = None  # the packaged model in the index's variant, once known
         self._reader: _Reader | None = None
         self._lock = threading.RLock()
 
@@ -77,6 +78,7 @@ class KnowledgeBase:
         max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
         executor: Executor | None = None,
         vector_index: str | None = None,
+        variant: str | None = None,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
@@ -89,7 +91,8 @@ class KnowledgeBase:
         is called with a kb.pipeline.Progress after each batch. executor: where files are
         read, chunked and embedded (kb.prepare; default: in this process). vector_index:
         "exact" or "ivf" forces that kind of vector index at any size, "auto" chooses by
-        size (kb.vector_index); None keeps what the index was built with.
+        size (kb.vector_index); None keeps what the index was built with. variant: "fp32"
+        or "int8" (kb.model.VARIANTS); None keeps the index's own, else fp32.
         """
         if vector_index is not None and vector_index not in VECTOR_INDEX_SETTINGS:
             raise BadInput(f"unknown vector index {vector_index!r}; choose one of {', '.join(VECTOR_INDEX_SETTINGS)}")
@@ -108,7 +111,10 @@ class KnowledgeBase:
         with self._write_lock():
             store = self._open_for_writing(rebuild)
             try:
-                pipeline.run(store, self.index_dir, found.files, report, settings=settings, rebuild=rebuild,
+                model = packaged_model(variant or recorded_variant(store.get_meta("model")) or "fp32")
+                self._model = model
+                pipeline.run(store, self.index_dir, found.files, report, model=model, settings=settings,
+                             rebuild=rebuild,
                              get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress,
                              executor=executor, vector_index=vector_index)
             except sqlite3.DatabaseError as e:
@@ -135,7 +141,8 @@ class KnowledgeBase:
     def _get_embedder(self, *, for_indexing: bool = False) -> Embedder:
         if self._embedder is not None:
             return self._embedder
-        return load_embedder(packaged_model(), for_indexing=for_indexing)
+        # The variant the index was (or is being) built with: questions must use the same.
+        return load_embedder(self._model or packaged_model(), for_indexing=for_indexing)
 
     @contextmanager
     def _write_lock(self):
@@ -269,13 +276,14 @@ class KnowledgeBase:
     def _open_files(self, store: Store, meta: dict) -> "_Reader":
         if not meta.get("generation"):
             raise NoIndex(f"the index at {self.index_dir} was never completed; run `kb index`")
-        model = packaged_model()
+        model = packaged_model(recorded_variant(meta.get("model")) or "fp32")
         if (meta.get("model"), meta.get("weights_sha256")) != (model.name, model.weights_sha256):
             raise IndexMismatch(
                 f"index {self.index_dir} was built with {meta.get('model')} "
                 f"(weights {str(meta.get('weights_sha256'))[:12]}), not the installed "
                 f"{model.name} (weights {model.weights_sha256[:12]}); run `kb index --rebuild`"
             )
+        self._model = model
         lexical_dir = self.index_dir / str(meta.get("lexical"))
         if not meta.get("lexical") or not lexical_dir.is_dir():
             raise CorruptIndex(f"lexical index {lexical_dir} is missing; run `kb index --rebuild`")

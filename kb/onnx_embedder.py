@@ -2,18 +2,31 @@
 
 Importing sentence-transformers costs seconds before any work is done; onnxruntime and
 `tokenizers` cost a tenth of that and embed faster. sentence-transformers stays the
-reference: it exports the model once (`export_onnx`), and every load of the ONNX file
-checks it still reproduces the reference vectors stored beside it, so a broken or
-mismatched file is refused instead of giving wrong answers.
+reference: it exports the model once (`export_onnx`), and the ONNX file must reproduce
+the reference vectors stored beside it, so a broken or mismatched file is refused
+instead of giving wrong answers.
 
-The file lives in kb's per-user cache under onnx/<weights sha256>/: one 90 MB copy per
-model, shared by every index built with it; deleting it only costs a re-export.
+Everything that does not depend on the question is paid once, at export, not by every
+`kb ask` process:
+- the graph is saved already optimised (attention, GELU and layer norms fused), so a
+  session loads it without optimising it again;
+- its weights sit in a separate file that onnxruntime memory-maps instead of parsing
+  90 MB of protobuf (session creation drops from ~0.2 s to a few hundredths);
+- the parity check runs once per file, not per load: a record beside the files says
+  which exact files passed (device, inode, size, mtime and ctime of each, and the
+  onnxruntime version). A replaced file has another inode; a file written in place has
+  another ctime, which no program can set back. Either way the record no longer
+  matches and the check runs again before the file is used.
+
+The files live in kb's per-user cache under onnx/<weights sha256>/fp32/: one 90 MB copy
+per model, shared by every index built with it; deleting them only costs a re-export.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,12 +36,29 @@ import numpy as np
 from .model import ModelFiles, cache_dir, load_tokenizer
 
 ONNX_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"  # the weights, memory-mapped by onnxruntime
 REFERENCE_FILE = "reference.json"
+VERIFIED_FILE = "verified.json"
 REFERENCE_FORMAT = 1
+VERIFIED_FORMAT = 1
 OPSET = 17
 MIN_COSINE = 0.9999  # what "the same vectors" means: the parity bar for the fast path
+# The int8 variant's own bar against sentence-transformers, checked once at its export
+# (it measured 0.987 at worst over 800 SciFact and XQuAD texts, see bench/int8.py).
+INT8_MIN_COSINE = 0.98
+# How much one run of the model takes. Runs of ~1,000 word pieces keep a layer's
+# activations in cache: on these CPUs they embed 15-25 % more per CPU-second than runs
+# of 32 full-size passages (bench/embed_rate.py, kb-b1 ... kb-b32), while short texts
+# (questions) still share runs. int8 runs each text alone: its activations are scaled
+# per run, so batch-mates would change a text's vector (see export_int8).
+TOKENS_PER_RUN = 1024
+BATCH_SIZE = {"fp32": 64, "int8": 1}  # texts per run, at most
+# A file changed within this long before its check began could be changed again without
+# its ctime moving (clock ticks are coarse), so its check is not recorded (as git does
+# with "racily clean" files): the next load checks it again.
+RACY_NS = 1_000_000_000
 
-# Embedded at export by sentence-transformers, and again by every load of the ONNX file.
+# Embedded at export by sentence-transformers, and again whenever a file is checked.
 # The long probe changes topic after ~120 and after ~256 word pieces, so a tokenizer left
 # at tokenizer.json's 128 (or not truncating at all) gives a visibly different vector.
 PROBES = (
@@ -60,46 +90,79 @@ class OnnxUnavailable(Exception):
 
 
 def onnx_path(model: ModelFiles) -> Path:
-    """Where the ONNX export of this model's weights lives (whether or not it exists yet)."""
-    return cache_dir() / "onnx" / model.weights_sha256 / ONNX_FILE
+    """Where the ONNX export of this model's weights and variant lives (existing or not)."""
+    return cache_dir() / "onnx" / model.weights_sha256 / model.variant / ONNX_FILE
 
 
+# -- export (needs torch; runs once per model and user) ---------------------------------
 def export_onnx(st_model, dest: Path) -> Path:
     """Export a loaded mean-pooled SentenceTransformer to `dest`, with reference vectors.
 
     Mean pooling is part of the graph, so the runtime only tokenizes and normalises.
-    Both files are written to a temp name and renamed: a concurrent reader sees an old
-    complete file or the new one, never half of one.
+    The graph is fused and optimised here, once, and saved with its weights in a
+    separate file. All files are written to a temp folder that replaces dest's folder
+    in one rename: a concurrent reader sees the old files or the new ones, never a mix.
     """
-    import torch
-
     modules = list(st_model)
     pooling = modules[1].get_config_dict() if len(modules) > 1 else {}
     if len(modules) != 3 or pooling.get("pooling_mode") != "mean" or type(modules[2]).__name__ != "Normalize":
         raise ValueError("only Transformer + mean Pooling + Normalize models can be exported")
-    bert = modules[0].auto_model
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
 
-    reference = {
-        "format": REFERENCE_FORMAT,
-        "max_seq_length": int(st_model.max_seq_length),
-        "texts": list(PROBES),
-        "vectors": st_model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False).tolist(),
-    }
+    dest = Path(dest)
+    folder = dest.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.with_name(f".{folder.name}.{os.getpid()}.export")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        reference = {
+            "format": REFERENCE_FORMAT,
+            "max_seq_length": int(st_model.max_seq_length),
+            "texts": list(PROBES),
+            "vectors": st_model.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=False).tolist(),
+        }
+        raw = _export_graph(st_model, work / "raw.onnx")
+        config = st_model[0].auto_model.config
+        fused = _fuse_transformer(raw, work / "fused.onnx", config.num_attention_heads, config.hidden_size)
+        _save_optimised(fused, work / dest.name)
+        raw.unlink(missing_ok=True)
+        fused.unlink(missing_ok=True)
+        (work / REFERENCE_FILE).write_text(json.dumps(reference))
+        _publish(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    # Exports before the cache had per-variant folders left a single-file model here.
+    for old in (folder.parent / ONNX_FILE, folder.parent / REFERENCE_FILE):
+        old.unlink(missing_ok=True)
+    return dest
+
+
+def _export_graph(st_model, dest: Path) -> Path:
+    """torch.onnx.export of BERT + mean pooling, with BERT's plain ("eager") attention.
+
+    The plain attention exports as MatMul/Softmax nodes that onnxruntime's transformer
+    optimiser recognises and fuses; the default SDPA attention exports as a pattern it
+    does not. Both compute the same thing; the caller's model gets its setting back.
+    """
+    import torch
+
+    bert = st_model[0].auto_model
+    attention = getattr(bert.config, "_attn_implementation", None)
     sample = st_model.tokenizer(["a short text", "a somewhat longer text to pad the batch"],
                                 padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
+        if attention and attention != "eager" and hasattr(bert, "set_attn_implementation"):
+            bert.set_attn_implementation("eager")
         # The tracer warns about Python control flow in BERT that does not affect this graph.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _mean_pooled(bert, names).eval(),
                 tuple(sample[n] for n in names),
-                str(tmp),
+                str(dest),
                 input_names=names,
                 output_names=["sentence_embedding"],
                 dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "sentence_embedding": {0: "batch"}},
@@ -107,10 +170,9 @@ def export_onnx(st_model, dest: Path) -> Path:
                 do_constant_folding=True,
                 dynamo=False,
             )
-        _write_atomically(dest.parent / REFERENCE_FILE, json.dumps(reference).encode())
-        os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        if attention and getattr(bert.config, "_attn_implementation", None) != attention:
+            bert.set_attn_implementation(attention)
     return dest
 
 
@@ -132,71 +194,257 @@ def _mean_pooled(bert, names: list[str]):
     return MeanPooled()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _fuse_transformer(source: Path, dest: Path, heads: int, hidden: int) -> Path:
+    """onnxruntime's BERT optimiser: one Attention node per layer, fused embeddings,
+    layer norms and GELU (~10 % faster on these CPUs). Its ops are onnxruntime's own
+    (com.microsoft), portable across CPUs; if it cannot fuse, the plain graph is kept."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with _quiet_logging():
+            optimised = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden,
+                                       opt_level=0)
+            optimised.save_model_to_file(str(dest))
+        return dest
+    except Exception:  # a newer exporter's pattern it does not know: slower, still correct
+        return source
 
 
+def _save_optimised(source: Path, dest: Path) -> None:
+    """Let onnxruntime optimise the graph once and save the result, weights apart.
+
+    ORT_ENABLE_EXTENDED, not ALL: ALL adds layout changes tied to this CPU, and the
+    cache may be shared by machines (a network home folder). The weights file is what
+    onnxruntime memory-maps at load.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dest)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_FILE)
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def _publish(work: Path, folder: Path) -> None:
+    """Put the folder `work` in place of `folder` by renames only.
+
+    Sessions already open keep the files they mapped (renaming never changes a file's
+    contents). If another process publishes its export at the same moment, either
+    one wins; both are complete and checked before use.
+    """
+    import shutil
+
+    try:
+        os.replace(work, folder)
+        return
+    except OSError:
+        if not folder.exists():
+            raise
+    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(folder, old)
+    except FileNotFoundError:
+        pass
+    try:
+        os.replace(work, folder)
+    except OSError:
+        if not folder.exists():
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_int8(fp32: Path, dest: Path, model: ModelFiles) -> Path:
+    """Quantise kb's (checked) fp32 export at `fp32` into the int8 variant at `dest`. No torch.
+
+    onnxruntime's dynamic quantisation: int8 weights, one scale per output channel;
+    activations are scaled per run. That scale spans a whole batch, so an int8 vector
+    would depend on which texts shared its batch: the int8 embedder runs each text on its
+    own (its fastest way anyway, see bench/embed_rate.py). The reference beside it holds
+    its own vectors of the probes, which later checks must reproduce, once they were
+    found within INT8_MIN_COSINE of sentence-transformers' ones.
+    """
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dest = Path(dest)
+    folder = dest.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.with_name(f".{folder.name}.{os.getpid()}.export")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        reference = json.loads((Path(fp32).parent / REFERENCE_FILE).read_text())
+        quantised = work / "quantised.onnx"
+        with _quiet_logging():
+            quantize_dynamic(str(fp32), str(quantised), weight_type=QuantType.QInt8, per_channel=True,
+                             # the graph holds onnxruntime's fused ops, whose types shape inference cannot see
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        _save_optimised(quantised, work / dest.name)
+        quantised.unlink()
+        session = _session(work / dest.name, threads=1, prepack=False)
+        tokenizer = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
+        vectors = _vectors_alone(session, tokenizer, reference["texts"])
+        cosine = float(np.min(np.sum(vectors * np.asarray(reference["vectors"], dtype=np.float32), axis=1)))
+        del session
+        if not cosine >= INT8_MIN_COSINE:
+            raise OnnxUnavailable(f"the int8 model strays from sentence-transformers (cosine {cosine:.4f})")
+        reference.update(vectors=vectors.tolist(), cosine_to_sentence_transformers=cosine)
+        (work / REFERENCE_FILE).write_text(json.dumps(reference))
+        _publish(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+class _quiet_logging:
+    """onnxruntime's export tools log advice through the root logger, which would set up
+    a handler printing to kb's stderr; swallow it (and theirs) while they run."""
+
+    def __enter__(self):
+        import logging
+
+        self._root = logging.getLogger()
+        self._level, self._handler = self._root.level, logging.NullHandler()
+        self._root.addHandler(self._handler)
+        self._root.setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc):
+        self._warnings.__exit__(*exc)
+        self._root.setLevel(self._level)
+        self._root.removeHandler(self._handler)
+        return False
+
+
+# -- use (no torch) ----------------------------------------------------------------------
 class OnnxEmbedder:
     """The packaged model through onnxruntime + `tokenizers`: same vectors, no torch.
 
-    Raises OnnxUnavailable at construction if the file is missing, unreadable, or does
-    not reproduce the reference vectors written at export. The quick check embeds the
-    short probe (~10 ms, affordable on every `kb ask`); full_check embeds all probes,
-    the long one included (~0.15 s, done after export and at index time). threads: for
-    onnxruntime's intra-op pool (default: every core; a Ray worker passes its CPUs).
+    Raises OnnxUnavailable at construction if the files are missing, unreadable, or do
+    not reproduce the reference vectors written at export. The check (all probes, the
+    long one included, ~0.15 s) runs only when no record says these exact files passed
+    it; `recheck=True` runs it anyway.
+
+    Each run of the model uses `threads` cores (onnxruntime's intra-op threads), and up
+    to `workers` batches run at once, each on its own core. One thread per run and
+    several runs at once is the default: a question then never waits for a second core,
+    and a busy core slows only its own batches, not every layer of every batch (see
+    bench/embed_rate.py and bench/query_threads.py for the figures).
+
+    batch_size: texts per run at most (by default BATCH_SIZE for the model's variant);
+    tokens_per_run: word pieces per run at most, padding included (None: no limit).
+
+    prepack: onnxruntime rearranges the weights for its matrix kernels when a session
+    starts (~50 ms), which makes every later small run faster. True: do it at once (an
+    indexing run); None: start without, and prepack at the second call, once the process
+    has shown it asks more than one question (a `kb ask` pays nothing, a server pays
+    once); False: never.
     """
 
-    batch_size = 32
-
-    def __init__(self, model: ModelFiles, path: Path | None = None, *, full_check: bool = False,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model: ModelFiles,
+        path: Path | None = None,
+        *,
+        threads: int = 1,
+        workers: int | None = None,
+        batch_size: int | None = None,
+        tokens_per_run: int | None = TOKENS_PER_RUN,
+        prepack: bool | None = True,
+        recheck: bool = False,
+    ):
         self.model = model
         self.path = Path(path) if path else onnx_path(model)
+        self.threads = max(1, threads)
+        self.workers = max(1, workers if workers is not None else cores() // self.threads)
+        self.batch_size = batch_size or BATCH_SIZE.get(model.variant, 1)
+        self.tokens_per_run = tokens_per_run
+        self.verified_by = ""  # "check" or "record": how this load knew the file is right
+        self._calls = 0
         if not self.path.is_file():
             raise OnnxUnavailable(f"no ONNX model at {self.path}")
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors surface as exceptions, not log spam
-        try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own pybind types for bad files
-            raise OnnxUnavailable(f"cannot load {self.path}: {_first_line(e)}") from None
+        started_ns = time.time_ns()
+        identity = _identity(self.path.parent)  # before anything is read: see _record_check
+        # onnxruntime lets go of the GIL while it builds a session (`tokenizers` does not
+        # while it reads its 30k-word vocabulary), so the session is built on another
+        # thread while this one loads the tokenizer: ~25 ms saved on two free cores.
+        self._prepack_later = prepack is None
+        session = _session_in_background(self.path, self.threads, prepack=bool(prepack))
+        self._tokenizer = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
+        self._session = session()
         self._inputs = [i.name for i in self._session.get_inputs()]
         dimension = self._session.get_outputs()[0].shape[-1]
         if "input_ids" not in self._inputs or "attention_mask" not in self._inputs or not isinstance(dimension, int):
             raise OnnxUnavailable(f"{self.path} is not a sentence-embedding graph kb exported")
         self.dimension = dimension
-        self._tokenizer = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
-        self._check_reference(self.path.parent / REFERENCE_FILE, full_check)
+        if recheck or not _recorded(self.path.parent, identity, self._facts()):
+            self._check_reference(self.path.parent / REFERENCE_FILE)
+            self.verified_by = "check"
+            _record_check(self.path.parent, identity, self._facts(), started_ns)
+        else:
+            self.verified_by = "record"
 
     def embed(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """L2-normalised float32 vectors, one row per text, in the order given."""
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not len(texts):
             return out
+        self._calls += 1
+        if self._prepack_later and self._calls == 2:
+            self._prepack_later = False
+            self._session = _session(self.path, self.threads, prepack=True)
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        # Batches of similar length waste less time on padding.
+        # Batches of similar length waste less time on padding; a few texts are spread
+        # over the workers rather than packed into one batch on one core.
         order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(texts), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        most = max(1, min(self.batch_size, -(-len(texts) // self.workers)))
+        batches = _batches(lengths[order], most, self.tokens_per_run, order)
+
+        def run(batch: np.ndarray) -> np.ndarray:
             ids = np.zeros((len(batch), int(lengths[batch].max())), dtype=np.int64)
             for row, i in enumerate(batch):
                 ids[row, : lengths[i]] = encodings[i].ids
             mask = (np.arange(ids.shape[1]) < lengths[batch, None]).astype(np.int64)
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            out[batch] = self._session.run(None, {n: feed[n] for n in self._inputs})[0]
-            if progress:
-                progress(len(batch))
+            return self._session.run(None, {n: feed[n] for n in self._inputs})[0]
+
+        if len(batches) == 1 or self.workers == 1:
+            done = ((batch, run(batch)) for batch in batches)
+            for batch, vectors in done:
+                out[batch] = vectors
+                if progress:
+                    progress(len(batch))
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # onnxruntime releases the GIL while it runs, so these threads use separate cores.
+            with ThreadPoolExecutor(min(self.workers, len(batches))) as pool:
+                for batch, vectors in zip(batches, pool.map(run, batches)):
+                    out[batch] = vectors
+                    if progress:
+                        progress(len(batch))
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def _check_reference(self, reference_file: Path, full_check: bool) -> None:
+    def _facts(self) -> dict:
+        """What else a recorded check depends on besides the files themselves."""
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__, "model": self.model.name, "weights_sha256": self.model.weights_sha256,
+                "max_seq_length": self.model.max_seq_length, "min_cosine": MIN_COSINE}
+
+    def _check_reference(self, reference_file: Path) -> None:
         try:
             reference = json.loads(reference_file.read_text())
             expected = np.asarray(reference["vectors"], dtype=np.float32)
@@ -206,17 +454,149 @@ class OnnxEmbedder:
             raise OnnxUnavailable(f"unreadable reference vectors {reference_file}: {_first_line(e)}") from None
         if fmt != REFERENCE_FORMAT or max_len != self.model.max_seq_length:
             raise OnnxUnavailable(f"{reference_file} was written for another format or sequence length")
-        if not full_check:
-            texts, expected = texts[:1], expected[:1]
         try:
-            got = self.embed(texts)
+            got = _vectors_alone(self._session, self._tokenizer, texts)
         except Exception as e:  # a graph that loads but cannot run is just as unusable
             raise OnnxUnavailable(f"{self.path} fails to run: {_first_line(e)}") from None
         if got.shape != expected.shape:
             raise OnnxUnavailable(f"{self.path} gives {got.shape[1]}-d vectors, expected {expected.shape[1]}")
         cosine = float(np.min(np.sum(got * expected, axis=1)))
         if not cosine >= MIN_COSINE:
-            raise OnnxUnavailable(f"{self.path} disagrees with sentence-transformers (cosine {cosine:.6f})")
+            whose = "sentence-transformers" if self.model.variant == "fp32" else "its reference vectors"
+            raise OnnxUnavailable(f"{self.path} disagrees with {whose} (cosine {cosine:.6f})")
+
+
+def _batches(sorted_lengths: np.ndarray, most: int, tokens: int | None, order: np.ndarray) -> list[np.ndarray]:
+    """Cut `order` (texts by increasing length) into runs of at most `most` texts and
+    `tokens` word pieces, padding included (the longest text sets a run's width)."""
+    batches, start, count = [], 0, len(order)
+    while start < count:
+        end = min(start + most, count)
+        if tokens:
+            # Longest first in a run is its last; its length times the run's size must fit.
+            fits = (np.arange(start + 1, end + 1) - start) * sorted_lengths[start:end] <= tokens
+            end = start + max(1, int(np.argmin(fits)) if not fits.all() else end - start)
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def _vectors_alone(session, tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """Each text run on its own (no batch-mates, no padding): what a check compares."""
+    names = [i.name for i in session.get_inputs()]
+    rows = []
+    for encoding in tokenizer.encode_batch(list(texts)):
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        rows.append(session.run(None, {n: feed[n] for n in names})[0][0])
+    vectors = np.asarray(rows, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def _session_in_background(path: Path, threads: int, prepack: bool) -> Callable:
+    """Start building the session on a thread; returns a function that waits for it.
+
+    Returns once that thread is about to enter onnxruntime, which then lets go of the
+    GIL, so the caller's next Python work overlaps the session's build.
+    """
+    import threading
+
+    outcome: dict = {}
+    entering = threading.Event()
+
+    def build() -> None:
+        try:
+            outcome["session"] = _session(path, threads, prepack, entering.set)
+        except BaseException as e:  # handed to the waiting caller
+            outcome["error"] = e
+        finally:
+            entering.set()
+
+    thread = threading.Thread(target=build, name="kb-onnx-session", daemon=True)
+    thread.start()
+    entering.wait()
+
+    def wait():
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["session"]
+
+    return wait
+
+
+def cores() -> int:
+    """Cores this process may run on (its affinity mask, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _session(path: Path, threads: int, prepack: bool, entering: Callable[[], None] | None = None):
+    """An onnxruntime session on the saved, already optimised graph (entering() is
+    called just before onnxruntime builds it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning threads burn a core that another job (or our other worker) could use.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # done at export
+    options.log_severity_level = 3  # errors surface as exceptions, not log spam
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    if entering:
+        entering()
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own pybind types for bad files
+        raise OnnxUnavailable(f"cannot load {path}: {_first_line(e)}") from None
+
+
+def _identity(folder: Path) -> dict[str, list[int]]:
+    """What distinguishes these files from any other version of them, from stat alone."""
+    files = {}
+    try:
+        for entry in os.scandir(folder):
+            if entry.name != VERIFIED_FILE and not entry.name.startswith(".") and entry.is_file():
+                st = entry.stat()
+                files[entry.name] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    except OSError:
+        return {}
+    return files
+
+
+def _recorded(folder: Path, identity: dict, facts: dict) -> bool:
+    """True if the record says a check of exactly these files passed, under these facts."""
+    try:
+        record = json.loads((folder / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and record.get("format") == VERIFIED_FORMAT
+            and record.get("files") == identity and record.get("facts") == facts and bool(identity))
+
+
+def _record_check(folder: Path, identity: dict, facts: dict, started_ns: int) -> None:
+    """Remember that these files passed, unless a change could hide from their ctime.
+
+    `identity` was taken before any file was read; if the files changed since, or changed
+    so shortly before the check that a further change might keep the same timestamps,
+    nothing is recorded and the next load checks again. Best effort: a read-only cache
+    only costs the check.
+    """
+    if not identity or _identity(folder) != identity:
+        return
+    if any(max(mtime, ctime) >= started_ns - RACY_NS for _, _, _, mtime, ctime in identity.values()):
+        return
+    record = {"format": VERIFIED_FORMAT, "files": identity, "facts": facts, "checked_at_ns": started_ns}
+    tmp = folder / f".{VERIFIED_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, folder / VERIFIED_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _first_line(e: BaseException) -> str:

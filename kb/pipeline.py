@@ -30,8 +30,9 @@ import numpy as np
 
 from . import vector_index
 from .documents import Document, Skipped, SourceFile
+from .errors import BadInput
 from .lexical import LexicalWriter
-from .model import packaged_model
+from .model import ModelFiles, packaged_model
 from .passages import ChunkSettings, Passage
 from .prepare import Executor, Item, LocalExecutor, Prepared, Touched, Vectors
 from .store import Store, StoredDocument
@@ -116,16 +117,20 @@ class _Plan:
 
 
 def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: IndexReport, *,
-        settings: ChunkSettings | None, rebuild: bool, get_embedder: GetEmbedder,
+        model: ModelFiles | None = None, settings: ChunkSettings | None, rebuild: bool, get_embedder: GetEmbedder,
         on_progress: OnProgress | None = None, executor: Executor | None = None,
         vector_index: str | None = None) -> None:
     """Make the index mirror `files` (see the module docstring); fills in `report`.
 
     executor: where files are read, chunked and embedded (kb.prepare); default, here.
     vector_index: "auto", "exact" or "ivf" (kb.vector_index.SETTINGS); None keeps the
-    index's setting, which starts as "auto".
+    index's setting, which starts as "auto". model: the packaged model in the variant to
+    embed with (default fp32).
     """
-    model = packaged_model()
+    model = model or packaged_model()
+    if executor is not None and model.variant != "fp32":
+        raise BadInput(f"the index uses the {model.variant} model, which embeds only in this process; "
+                       f"index without --ray, or rebuild it with --fp32")
     settings = settings or _stored_settings(store) or ChunkSettings()
     built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
     meta = store.all_meta()
@@ -148,7 +153,7 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
             (report.changed if f.abspath in stored else report.added).append(f.source)
             stager.staged.append(f)
             stager.done(f, store.staged_passage_count(f.abspath))
-    executor = executor or LocalExecutor(get_embedder, model.weights_sha256, batch)
+    executor = executor or LocalExecutor(get_embedder, model.vector_id, batch)
     fresh = [f for f in plan.todo if f.abspath not in plan.staged]
     stored_sha256 = {path: d.sha256 for path, d in stored.items()}
     for item in executor.prepare(fresh, settings=settings, stored_sha256=stored_sha256,

@@ -91,7 +91,7 @@ class RayExecutor:
             from .pipeline import BATCH
 
             model = packaged_model()
-            local = LocalExecutor(lambda: load_embedder(model, for_indexing=True), model.weights_sha256,
+            local = LocalExecutor(lambda: load_embedder(model, for_indexing=True), model.vector_id,
                                   int(os.environ.get("KB_BATCH") or BATCH))
             yield from local.prepare(files, settings=settings, stored_sha256=stored_sha256, known=known)
             return

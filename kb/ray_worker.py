@@ -44,7 +44,7 @@ class Worker:
         offline_environment()
         model = packaged_model()
         self.settings = settings
-        self.model_id = model.weights_sha256
+        self.model_id = model.vector_id
         self.counter = TokenCounter(model.tokenizer_file)
         self.device = "cuda" if gpu else "cpu"
         self.embedder = worker_embedder(threads, gpu)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
+import time
 
 import numpy as np
 import pytest
 
 from .conftest import ARTICLE
+
+DATA_FILE = "model.onnx.data"
 
 QUESTIONS = [
     "Why did junior doctors vote to strike?",
@@ -62,7 +66,7 @@ def onnx(model, embedder):
     from kb.onnx_embedder import OnnxEmbedder
 
     assert isinstance(embedder.inner, OnnxEmbedder), "indexing should use the ONNX backend once exported"
-    return OnnxEmbedder(model, full_check=True)
+    return OnnxEmbedder(model, recheck=True)
 
 
 def test_onnx_vectors_match_sentence_transformers(model, reference, onnx):
@@ -81,17 +85,48 @@ def test_onnx_vectors_match_sentence_transformers(model, reference, onnx):
     assert cosines[worst] >= 0.9999, f"cosine {cosines[worst]:.6f} for {texts[worst][:60]!r}"
 
 
-def test_order_and_batching_do_not_change_vectors(onnx):
+def test_order_and_batching_do_not_change_vectors(model, onnx):
+    from kb.onnx_embedder import OnnxEmbedder
+
     texts = varied_texts()[:80]
     whole = onnx.embed(texts)
     one_by_one = np.vstack([onnx.embed([t]) for t in reversed(texts)])[::-1]
     assert np.min(np.sum(whole * one_by_one, axis=1)) >= 0.99999
+    # Batches spread over workers, or layers over intra-op threads: the same vectors.
+    for settings in ({"threads": 1, "workers": 3, "batch_size": 7}, {"threads": 2, "workers": 1},
+                     {"batch_size": 32, "tokens_per_run": None}):
+        other = OnnxEmbedder(model, onnx.path, **settings).embed(texts)
+        assert np.min(np.sum(whole * other, axis=1)) >= 0.99999, settings
+    # A query embedder prepacks its weights at its second call: a new session, same vectors.
+    lazy = OnnxEmbedder(model, onnx.path, prepack=None)
+    sessions = []
+    for _ in range(3):
+        assert np.min(np.sum(whole * lazy.embed(texts), axis=1)) >= 0.99999
+        sessions.append(lazy._session)
+    assert sessions[0] is not sessions[1] is sessions[2]
 
 
-def test_progress_counts_every_text(onnx):
-    seen: list[int] = []
-    onnx.embed(varied_texts()[:70], progress=seen.append)
-    assert sum(seen) == 70 and len(seen) == 3
+def test_progress_counts_every_text(model, onnx):
+    from kb.onnx_embedder import OnnxEmbedder
+
+    for workers in (1, 2):
+        seen: list[int] = []
+        OnnxEmbedder(model, onnx.path, workers=workers).embed(varied_texts()[:70], progress=seen.append)
+        assert sum(seen) == 70 and len(seen) > 1, (workers, seen)  # once per run of the model
+
+
+def test_runs_hold_at_most_their_share_of_word_pieces(model, onnx):
+    """Long texts go a few at a time (cache-sized runs), short ones many at a time."""
+    from kb.onnx_embedder import OnnxEmbedder
+
+    embedder = OnnxEmbedder(model, onnx.path, workers=1, batch_size=64, tokens_per_run=1024)
+    runs: list[int] = []
+    long_texts = [" ".join(["word"] * 240)] * 12  # 242 word pieces with [CLS] and [SEP]
+    embedder.embed(long_texts, progress=runs.append)
+    assert runs == [4, 4, 4]
+    runs.clear()
+    embedder.embed(["a question?"] * 100, progress=runs.append)
+    assert runs == [64, 36]
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +164,13 @@ def test_query_path_uses_onnx(model, article_kb):
     assert article_kb.ask("Why did junior doctors vote to strike?", k=3)
 
 
-def _truncate(path):
-    path.write_bytes(path.read_bytes()[:100_000])
+def _truncate_graph(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _truncate_weights(path):
+    weights = path.with_name(DATA_FILE)
+    weights.write_bytes(weights.read_bytes()[:10_000_000])
 
 
 def _perturb_weights(path):
@@ -146,7 +186,8 @@ def _perturb_weights(path):
     onnx_lib.save(graph, str(path))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _perturb_weights], ids=["truncated", "wrong-weights"])
+@pytest.mark.parametrize("damage", [_truncate_graph, _truncate_weights, _perturb_weights],
+                         ids=["truncated-graph", "truncated-weights", "wrong-weights"])
 def test_broken_onnx_falls_back_with_a_note_and_right_answers(
     damage, tmp_path, monkeypatch, capsys, model, article_index, onnx, torch_hits
 ):
@@ -156,9 +197,7 @@ def test_broken_onnx_falls_back_with_a_note_and_right_answers(
     monkeypatch.setenv("KB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("KB_EMBEDDER", raising=False)
     broken = onnx_path(model)
-    broken.parent.mkdir(parents=True)
-    shutil.copy(onnx.path, broken)
-    shutil.copy(onnx.path.parent / "reference.json", broken.parent / "reference.json")
+    shutil.copytree(onnx.path.parent, broken.parent)
     damage(broken)
 
     hits = KnowledgeBase(article_index).ask_many(QUESTIONS, k=5)
@@ -167,7 +206,7 @@ def test_broken_onnx_falls_back_with_a_note_and_right_answers(
     assert len(notes) == 1 and notes[0].startswith("kb: note: ") and str(broken) in notes[0], notes
     assert _spans(hits) == _spans(torch_hits)
     # ...and the next process finds a good file again.
-    assert OnnxEmbedder(model, full_check=True).embed(["x"]).shape == (1, 384)
+    assert OnnxEmbedder(model, recheck=True).embed(["x"]).shape == (1, 384)
 
 
 def test_forced_onnx_backend_fails_loudly_instead_of_falling_back(tmp_path, monkeypatch, model):
@@ -201,3 +240,127 @@ def test_torch_backend_can_be_forced(monkeypatch, model):
 
     monkeypatch.setenv("KB_EMBEDDER", "torch")
     assert isinstance(load_embedder(model), SentenceTransformerEmbedder)
+
+
+# -- the parity check is paid once per file, and a changed file is caught --------------
+@pytest.fixture
+def exported(tmp_path, monkeypatch, onnx):
+    """A private copy of the exported files, old enough for a passed check to be recorded."""
+    folder = tmp_path / "fp32"
+    shutil.copytree(onnx.path.parent, folder, ignore=shutil.ignore_patterns("verified.json"))
+    # The real margin is 1 s; 50 ms keeps the suite quick and the rule the same.
+    monkeypatch.setattr("kb.onnx_embedder.RACY_NS", 50_000_000)
+    time.sleep(0.1)
+    return folder / "model.onnx"
+
+
+def _refuse_to_check(self, reference_file):
+    raise AssertionError("the parity check ran although a record covers these files")
+
+
+def test_a_recorded_check_is_not_run_again(model, exported, monkeypatch):
+    from kb.onnx_embedder import OnnxEmbedder
+
+    assert OnnxEmbedder(model, exported).verified_by == "check"
+    assert (exported.parent / "verified.json").is_file()
+    monkeypatch.setattr(OnnxEmbedder, "_check_reference", _refuse_to_check)
+    again = OnnxEmbedder(model, exported)
+    assert again.verified_by == "record"
+    assert again.embed(["Why did junior doctors vote to strike?"]).shape == (1, 384)
+
+
+def test_a_check_of_just_written_files_is_not_recorded(model, onnx, tmp_path):
+    """Files changed within a clock tick of their check could change again unseen."""
+    from kb.onnx_embedder import OnnxEmbedder
+
+    folder = tmp_path / "fresh"
+    shutil.copytree(onnx.path.parent, folder, ignore=shutil.ignore_patterns("verified.json"))
+    assert OnnxEmbedder(model, folder / "model.onnx").verified_by == "check"
+    assert not (folder / "verified.json").exists()
+    assert OnnxEmbedder(model, folder / "model.onnx").verified_by == "check"
+
+
+def _weights_of_one_layer(model_file) -> tuple[int, int]:
+    """(offset, length) in the weights file of one encoder matrix, which every text passes
+    through (the word-embedding table would not do: the probes use few of its rows)."""
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load(str(model_file), load_external_data=False).graph
+    external = [t for t in graph.initializer if t.data_location == onnx_lib.TensorProto.EXTERNAL]
+    tensor = max((t for t in external if len(t.dims) == 2 and max(t.dims) < 10_000), key=lambda t: np.prod(t.dims))
+    where = {entry.key: entry.value for entry in tensor.external_data}
+    return int(where.get("offset", 0)), int(where["length"])
+
+
+def _add_noise(data_file, offset: int, length: int) -> None:
+    weights = np.memmap(data_file, dtype=np.float32, mode="r+", offset=offset, shape=(length // 4,))
+    weights += np.random.default_rng(0).normal(0, 0.05, weights.shape).astype(np.float32)
+    weights.flush()
+    del weights
+
+
+def _keep_mtime(path, st) -> None:
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_file_replaced_with_same_size_and_mtime_is_checked_and_refused(model, exported):
+    from kb.onnx_embedder import OnnxEmbedder, OnnxUnavailable
+
+    OnnxEmbedder(model, exported)  # checked and recorded
+    data = exported.with_name(DATA_FILE)
+    before = data.stat()
+    other = exported.with_name("other.tmp")
+    shutil.copy(data, other)
+    _add_noise(other, *_weights_of_one_layer(exported))
+    _keep_mtime(other, before)
+    os.replace(other, data)  # a new inode: size and mtime as before
+    after = data.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+
+    with pytest.raises(OnnxUnavailable, match="disagrees with sentence-transformers"):
+        OnnxEmbedder(model, exported)
+
+
+def test_a_file_damaged_in_place_with_same_size_and_mtime_is_checked_and_refused(model, exported):
+    from kb.onnx_embedder import OnnxEmbedder, OnnxUnavailable
+
+    OnnxEmbedder(model, exported)
+    data = exported.with_name(DATA_FILE)
+    before = data.stat()
+    _add_noise(data, *_weights_of_one_layer(exported))
+    _keep_mtime(data, before)
+    after = data.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert after.st_ctime_ns != before.st_ctime_ns  # what gives it away: no program can set ctime
+
+    with pytest.raises(OnnxUnavailable, match="disagrees with sentence-transformers"):
+        OnnxEmbedder(model, exported)
+
+
+def test_a_touched_file_or_another_onnxruntime_means_a_new_check(model, exported):
+    """The record vouches for exact files under exact conditions, nothing looser."""
+    import json
+
+    from kb.onnx_embedder import OnnxEmbedder
+
+    OnnxEmbedder(model, exported)
+    os.utime(exported)  # contents unchanged, timestamps not
+    time.sleep(0.1)
+    assert OnnxEmbedder(model, exported).verified_by == "check"
+    assert OnnxEmbedder(model, exported).verified_by == "record"
+
+    record_file = exported.with_name("verified.json")
+    record = json.loads(record_file.read_text())
+    record["facts"]["onnxruntime"] = "1.0.0"
+    record_file.write_text(json.dumps(record))
+    assert OnnxEmbedder(model, exported).verified_by == "check"
+
+
+def test_export_saves_an_optimised_graph_with_its_weights_apart(onnx):
+    """What makes a session cheap: no optimisation pass and no 90 MB protobuf to parse."""
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load(str(onnx.path), load_external_data=False).graph
+    assert onnx.path.stat().st_size < 1_000_000 < onnx.path.with_name(DATA_FILE).stat().st_size
+    assert sum(node.op_type == "Attention" for node in graph.node) == 6  # one fused node per layer
