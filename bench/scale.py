@@ -113,8 +113,14 @@ def build_corpus(docs: Path, size: int, folder: Path, counts: dict[str, int]) ->
 
 
 # -- steps (each in its own process) -----------------------------------------------------
+# Peak RSS from /proc (VmHWM belongs to this process's memory map, made fresh at exec):
+# getrusage's ru_maxrss survives exec on Linux and would report the parent's peak.
 BUILD = """
-import json, resource, sys, time
+import json, sys, time
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 from kb import KnowledgeBase
 from kb.embedding import HashEmbedder
 from kb.model import packaged_model
@@ -122,7 +128,7 @@ started = time.perf_counter()
 report = KnowledgeBase(sys.argv[2], embedder=HashEmbedder(packaged_model())).index([sys.argv[1]])
 print(json.dumps({"seconds": time.perf_counter() - started, "passages": report.passages,
                   "embedded": report.passages_embedded, "changed": len(report.changed) + len(report.added),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 WARM = """

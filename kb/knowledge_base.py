@@ -187,9 +187,10 @@ class KnowledgeBase:
                 raise BadInput("the question is empty")
         options = SearchOptions(mode=mode, min_score=min_score, paths=tuple(paths), mmr=mmr, **tuning)
         options.check()
-        embed = None if mode == "lexical" else self._get_embedder().embed
         with self._lock:
             reader = self._open_reader()
+            # After the reader: the index it opened names the model variant to ask with.
+            embed = None if mode == "lexical" else self._get_embedder().embed
             with reader.store.snapshot():
                 if reader.store.get_meta("generation") != reader.generation:
                     # A `kb index` committed since the check: answer from its generation.

@@ -112,3 +112,31 @@ def test_a_damaged_int8_file_is_made_again_never_answered_by_fp32(tmp_path, monk
     assert len(notes) == 1 and notes[0].startswith("kb: note: ") and "int8" in notes[0], notes
     texts = QUESTIONS[:4]
     assert np.min(np.sum(again.embed(texts) * int8.embed(texts), axis=1)) >= 0.9999
+
+
+def test_int8_and_fp32_vectors_never_share_the_cache(tmp_path, int8, embedder):
+    """The cache keys a vector on the variant too: switching back re-embeds, never reuses."""
+    from kb import KnowledgeBase
+
+    (tmp_path / "corpus").mkdir()
+    shutil.copy(ARTICLE, tmp_path / "corpus" / ARTICLE.name)
+    kb = KnowledgeBase(tmp_path / "index")
+    first = kb.index([tmp_path / "corpus"])
+    second = kb.index([tmp_path / "corpus"], variant="int8")
+    assert second.rebuilt and second.passages_embedded == first.passages_embedded > 0
+    assert second.passages_reused == 0
+
+
+def test_an_int8_index_is_not_indexed_by_other_executors(int8_index, tmp_path):
+    """Ray workers embed with fp32: an int8 index refuses them in one line."""
+    from kb import KnowledgeBase
+    from kb.errors import BadInput
+    from kb.prepare import LocalExecutor
+
+    index = tmp_path / "index"
+    shutil.copytree(int8_index / "index", index)
+    (tmp_path / "more.md").write_text("Another note about the junior doctors' contract.\n")
+    with pytest.raises(BadInput, match="int8"):
+        KnowledgeBase(index).index([int8_index / "corpus", tmp_path / "more.md"],
+                                   executor=LocalExecutor(lambda: None, "x", 8))
+    assert KnowledgeBase(index).ask("contract", k=1, mode="lexical")

@@ -122,22 +122,26 @@ def test_a_killed_rebuild_resumes_and_still_embeds_everything_once(shelf, tmp_pa
     assert report.rebuilt and 40 - 16 <= report.passages_embedded <= 40 - 16 + 8
 
 
+# Peak RSS from /proc: VmHWM belongs to the child's own memory map, where getrusage's
+# ru_maxrss survives exec and would report this (model-holding) test process's peak.
 STANDIN_BUILD = """
-import resource, sys
+import sys
 import numpy as np
 from kb import KnowledgeBase
 from kb.embedding import HashEmbedder
 from kb.model import packaged_model
 report = KnowledgeBase(sys.argv[2], embedder=HashEmbedder(packaged_model())).index([sys.argv[1]])
-print(report.passages, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(report.passages, peak_kb // 1024)
 """
 
 
 def test_peak_memory_does_not_grow_with_the_corpus(tmp_path):
-    """Build 6k and 30k passages with the stand-in embedder: the run streams, so peak RSS
-    grows by little more than the vectors themselves (30k x 384 x 4 bytes = 46 MB)."""
+    """Build ~900 and ~9,700 passages with the stand-in embedder: the run streams, so peak
+    RSS grows by far less than the 11x more text (fixed costs such as tantivy's writer
+    heap aside, what grows is the vectors: 9.7k x 384 x 4 bytes = 15 MB)."""
     peaks = {}
-    for files in (40, 200):
+    for files in (40, 440):
         folder = tmp_path / f"docs{files}"
         folder.mkdir()
         for f in range(files):
@@ -150,7 +154,8 @@ def test_peak_memory_does_not_grow_with_the_corpus(tmp_path):
         passages, peak_mb = map(int, done.stdout.split())
         peaks[passages] = peak_mb
     (small, small_peak), (big, big_peak) = sorted(peaks.items())
-    assert big >= 4 * small
+    assert big >= 10 * small
+    assert 0 < small_peak < 400, peaks  # the child's own memory, not this process's
     assert big_peak - small_peak < 120, peaks
 
 
