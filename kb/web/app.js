@@ -145,6 +145,13 @@ async function showSource(hit, opener) {
   note.hidden = true;
   lines.replaceChildren();
   dialog.showModal();
+  // Focus goes back to the citation, unless the reader has already moved it (pressed "/"
+  // as the dialog closed): the close event comes after the dialog is hidden. Registered
+  // before the fetch, so a dialog closed while loading still hands focus back.
+  dialog.addEventListener("close", () => {
+    const now = document.activeElement;
+    if (!now || now === document.body || dialog.contains(now)) opener.focus();
+  }, { once: true });
   try {
     const view = await api("/source", params);
     if (view.stale) { note.textContent = "This file changed since it was indexed: the lines may have moved."; note.hidden = false; }
@@ -170,7 +177,6 @@ async function showSource(hit, opener) {
     note.textContent = error.message;
     note.hidden = false;
   }
-  dialog.addEventListener("close", () => opener.focus(), { once: true });
 }
 
 $("close-source").addEventListener("click", () => dialog.close());
