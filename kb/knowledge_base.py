@@ -225,7 +225,8 @@ class KnowledgeBase:
             "built_at": meta.get("built_at"),
             "generation": meta.get("generation"),
             "vector_index": _describe_layout(layout, delta, removed),
-            "lexical_index": {"engine": "tantivy", "folder": meta.get("lexical")},
+            "lexical_index": {"engine": "tantivy", "folder": meta.get("lexical"),
+                              "analyzer": meta.get("lexical_analyzer")},
             "vector_cache": {"vectors": cached, "unused": unused},
             "staged_documents": staged,  # left by a killed run; the next run picks them up
             "size_bytes": size,

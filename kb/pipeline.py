@@ -6,8 +6,9 @@
              this process commits vectors and staged documents batch by batch (no reader
              looks at either)
     publish  one short transaction: swap the staged documents in, write the next
-             generation's lexical folder and (if due) vector base file, record the
-             generation; readers see all of it or none of it
+             generation's lexical folder (all of it when the index was built with
+             another analysis, kb.lexical.ANALYZER) and (if due) vector base file,
+             record the generation; readers see all of it or none of it
     tidy     remove older generations' files, drop vectors nothing uses, reclaim space
 
 Memory stays bounded: a batch of documents is in flight at a time, and the publish step
@@ -31,7 +32,7 @@ import numpy as np
 from . import vector_index
 from .documents import Document, Skipped, SourceFile
 from .errors import BadInput
-from .lexical import LexicalWriter
+from .lexical import ANALYZER, UNRECORDED_ANALYZER, LexicalWriter
 from .model import ModelFiles, packaged_model
 from .passages import ChunkSettings, Passage
 from .prepare import Executor, Item, LocalExecutor, Prepared, Touched, Vectors
@@ -267,7 +268,10 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
     unreadable = {s.source for s in report.skipped}
     gone = [d.id for d in plan.gone] + [d.id for p, d in stored.items() if d.source in unreadable]
     gone += [stored[f.abspath].id for f in staged if f.abspath in stored]
-    changes = bool(gone or staged or report.rebuilt or not previous_generation)
+    # An index whose terms came from another analysis: write its lexical folder afresh.
+    reanalyse = bool(previous_generation and meta.get("lexical") and not report.rebuilt
+                     and (meta.get("lexical_analyzer") or UNRECORDED_ANALYZER) != ANALYZER)
+    changes = bool(gone or staged or report.rebuilt or not previous_generation or reanalyse)
     dimension = dimension or meta.get("dimension") or _model_dimension()
 
     with store.transaction():
@@ -282,11 +286,11 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
         _crash_point("writing")
         lexical = meta.get("lexical")
         if changes:
-            previous = None if report.rebuilt or not lexical else index_dir / lexical
+            previous = None if report.rebuilt or reanalyse or not lexical else index_dir / lexical
             lexical = f"lexical.{generation}"
             writer = LexicalWriter(index_dir / lexical, previous)
             writer.delete_documents(gone)
-            writer.add(store.passages_after(newest_before))
+            writer.add(store.passages_after(0 if reanalyse else newest_before))
             writer.commit()
         previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
         setting = vector_setting or meta.get("vector_index_setting") or "auto"
@@ -301,6 +305,7 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
             store.set_meta(key, value)
         store.set_meta("dimension", dimension)
         store.set_meta("lexical", lexical)
+        store.set_meta("lexical_analyzer", ANALYZER)
         store.set_meta("vectors", layout.to_dict())
         store.set_meta("vector_index_setting", setting)
         store.set_meta("generation", generation)

@@ -4,11 +4,14 @@ generation folders that follow re-indexing."""
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pytest
 
 from kb import KnowledgeBase
-from kb.lexical import K1, LexicalIndex, LexicalWriter, query_terms, terms
+import kb.lexical as kb_lexical
+import kb.pipeline as kb_pipeline
+from kb.lexical import IDF_POWER, K1, LexicalIndex, LexicalWriter, query_terms, terms
 
 from .conftest import ARTICLE
 
@@ -46,7 +49,8 @@ def test_bm25_ranks_and_normalises(tmp_path):
 
 
 def test_top_k_equals_a_reference_bm25(tmp_path):
-    """bm25s, an independent BM25 (Lucene's formula, same constants), over the same terms."""
+    """bm25s, an independent BM25 (Lucene's formula, same constants), over the same terms,
+    each term's part weighted by idf ** (IDF_POWER - 1) with bm25s's own idf."""
     import bm25s
 
     sentences = [s.strip() for s in ARTICLE.read_text(encoding="utf-8").replace("\n", " ").split(". ") if s.strip()]
@@ -57,7 +61,13 @@ def test_top_k_equals_a_reference_bm25(tmp_path):
                  "patients safety at weekends", "locum cover costs trusts", "doctors move abroad to Australia"]
     for question in questions:
         wanted = query_terms(question)
-        expected = reference.get_scores(wanted) * (K1 + 1)  # Lucene 8+ dropped the constant (k1 + 1)
+        n = len(sentences)
+        expected = 0
+        for term in wanted:
+            df = sum(term in terms(s) for s in sentences)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            # Lucene 8+ dropped the constant (k1 + 1)
+            expected = expected + reference.get_scores([term]) * (K1 + 1) * (idf ** (IDF_POWER - 1) if df else 0)
         ours = dict(lex.search(wanted, 10))
         top = [i for i in sorted(range(len(sentences)), key=lambda i: -expected[i])[:10] if expected[i] > 0]
         assert [pid - 1 for pid in ours] == top, question
@@ -106,3 +116,53 @@ def test_lexical_mode_needs_no_model(article_index, monkeypatch):
     monkeypatch.setattr(kbmod, "load_embedder", no_model)
     hits = KnowledgeBase(article_index).ask("ACAS", k=2, mode="lexical")
     assert hits and "ACAS" in hits[0].text and hits[0].dense is None
+
+
+def test_an_index_built_with_another_analysis_gets_its_lexical_folder_rebuilt(tmp_path, embedder, monkeypatch):
+    doc = tmp_path / "notes.txt"
+    doc.write_text("Striking doctors met the health secretary.\n", encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "index", embedder=embedder)
+    kb.index([doc])
+    info = kb.info()
+    assert info["lexical_index"]["analyzer"] == kb_lexical.ANALYZER
+    assert kb.index([doc]).passages_embedded == 0 and kb.info()["lexical_index"] == info["lexical_index"]
+
+    # Another analysis (here: no stemming) under another name: the folder is rebuilt, nothing embedded.
+    monkeypatch.setattr(kb_lexical, "ANALYZER", "simple|lowercase")
+    monkeypatch.setattr(kb_pipeline, "ANALYZER", "simple|lowercase")
+    monkeypatch.setattr(kb_lexical, "_analyzer_builder", _unstemmed)
+    kb_lexical._analyzer.cache_clear()
+    try:
+        report = kb.index([doc])
+        assert report.passages_embedded == 0 and not report.rebuilt
+        now = kb.info()["lexical_index"]
+        assert now["analyzer"] == "simple|lowercase" and now["folder"] != info["lexical_index"]["folder"]
+        assert query_terms("striking doctors") == ["striking", "doctors"]
+        assert kb.ask("striking doctors", k=1, mode="lexical")  # unstemmed terms are in the new folder
+        assert kb.index([doc]).passages_embedded == 0 and kb.info()["lexical_index"] == now  # and only once
+    finally:
+        kb_lexical._analyzer.cache_clear()
+
+
+def test_an_index_from_before_the_analysis_was_recorded_keeps_its_lexical_folder(tmp_path, embedder):
+    doc = tmp_path / "notes.txt"
+    doc.write_text("Striking doctors met the health secretary.\n", encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "index", embedder=embedder)
+    kb.index([doc])
+    folder = kb.info()["lexical_index"]["folder"]
+    store = kb._open_store()
+    with store.transaction():
+        store.set_meta("lexical_analyzer", None)
+    store.close()
+    assert kb_lexical.UNRECORDED_ANALYZER == kb_lexical.ANALYZER  # until the analysis changes
+    kb.index([doc])
+    assert kb.info()["lexical_index"] == {"engine": "tantivy", "folder": folder, "analyzer": kb_lexical.ANALYZER}
+
+
+def _unstemmed(stopwords: bool):
+    import tantivy
+
+    builder = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.lowercase())
+    if stopwords:
+        builder = builder.filter(tantivy.Filter.custom_stopword(sorted(kb_lexical.STOPWORDS)))
+    return builder
