@@ -12,7 +12,8 @@ for a batch of 1, 8 and 64 questions. Settings (OnnxEmbedder arguments):
   t2         threads=2, workers=1: every layer split over two cores (onnxruntime intra-op)
   t1-w2      threads=1, workers=2: batches spread over two cores, one core per batch
   t1-nopack  t1 without weight prepacking (cheaper session, slower runs)
-  kb         what `kb ask` uses: t1-w2, prepacking left until a second call
+  kb         what `kb ask` uses: every core on one run (t2 here), prepacking left
+             until a second call (kb.embedding._cores)
 
     .venv/bin/python bench/query_threads.py [--runs 5] [--warm 30]
 """
@@ -36,7 +37,7 @@ SETTINGS = {
     "t2": {"threads": 2, "workers": 1},
     "t1-w2": {"threads": 1, "workers": 2},
     "t1-nopack": {"threads": 1, "workers": 1, "prepack": False},
-    "kb": {"threads": 1, "workers": None, "prepack": None},
+    "kb": {"threads": os.cpu_count() or 1, "workers": 1, "prepack": None},
 }
 BATCHES = (1, 8, 64)
 QUESTIONS = [

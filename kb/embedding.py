@@ -126,8 +126,9 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
     # Indexing runs the model many times: prepack its weights at once. A question may be
     # the process's only one: leave that until a second call (see OnnxEmbedder).
     prepack = True if for_indexing else None
+    cores = _cores(for_indexing, threads)
     try:
-        return OnnxEmbedder(model, path, prepack=prepack, workers=threads)
+        return OnnxEmbedder(model, path, prepack=prepack, **cores)
     except OnnxUnavailable as e:
         # A first `kb index` exporting the model is routine; anything else deserves a word.
         if not (for_indexing and not path.exists()):
@@ -135,7 +136,7 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
     reference = SentenceTransformerEmbedder(model, threads=threads)
     try:
         export_onnx(reference.st_model, path)
-        return OnnxEmbedder(model, path, prepack=prepack, recheck=True, workers=threads)
+        return OnnxEmbedder(model, path, prepack=prepack, recheck=True, **cores)
     except Exception as e:  # any failure to export leaves the reference backend, never a wrong answer
         problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         if backend == "onnx":
@@ -152,8 +153,9 @@ def _load_variant(model: ModelFiles, for_indexing: bool, backend: str, path: Pat
     if backend == "torch":
         raise BadInput(f"KB_EMBEDDER=torch cannot embed for {model.name}: it exists only as ONNX")
     prepack = True if for_indexing else None
+    cores = _cores(for_indexing, threads)
     try:
-        return OnnxEmbedder(model, path, prepack=prepack, workers=threads)
+        return OnnxEmbedder(model, path, prepack=prepack, **cores)
     except OnnxUnavailable as e:
         if not (for_indexing and not path.exists()):
             _note(f"{e}; making the {model.variant} model again")
@@ -162,10 +164,25 @@ def _load_variant(model: ModelFiles, for_indexing: bool, backend: str, path: Pat
         if not isinstance(fp32, OnnxEmbedder):
             raise OnnxUnavailable("it is made from the fp32 ONNX model, which is unavailable")
         export_int8(fp32.path, path, model)
-        return OnnxEmbedder(model, path, prepack=prepack, recheck=True, workers=threads)
+        return OnnxEmbedder(model, path, prepack=prepack, recheck=True, **cores)
     except Exception as e:  # answering with fp32 vectors instead would mix two models
         problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise KbError(f"the {model.variant} embedder is unavailable: {problem}") from None
+
+
+def _cores(for_indexing: bool, threads: int | None) -> dict:
+    """How the ONNX embedder spreads over `threads` cores (default: all of them).
+
+    Indexing runs one batch per core, each on one thread: a core taken by another job
+    slows only its own batches. A question is one short run, answered soonest with every
+    core on it (1.5x faster than one core on an idle machine, and no slower on a busy
+    one: onnxruntime's threads do not spin; see bench/query_threads.py).
+    """
+    from .onnx_embedder import cores
+
+    if for_indexing:
+        return {"threads": 1, "workers": threads}
+    return {"threads": threads or cores(), "workers": 1}
 
 
 def _note(message: str) -> None:

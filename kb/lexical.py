@@ -241,9 +241,11 @@ class LexicalWriter:
         """Make the folder complete and durable (merges finished, unused files removed)."""
         self._writer.commit()
         self._writer.wait_merging_threads()
+        self._writer = None  # its indexing heap (up to 256 MB) goes before the vectors are built
         writer = self._index.writer(heap_size=15_000_000, num_threads=1)
         writer.garbage_collect_files()
         writer.wait_merging_threads()
+        del writer
         for name in os.listdir(self.path):  # tantivy's lock files are per folder, not data
             if name.endswith(".lock"):
                 os.unlink(self.path / name)

@@ -292,6 +292,7 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
             writer.delete_documents(gone)
             writer.add(store.passages_after(0 if reanalyse else newest_before))
             writer.commit()
+            del writer
         previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
         setting = vector_setting or meta.get("vector_index_setting") or "auto"
         if changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):

@@ -235,8 +235,11 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
 def _training_sample(rows: Rows, live: int, wanted: int) -> np.ndarray:
     """Every n-th vector, about `wanted` of them: spread over the whole corpus."""
     step = max(1, live // wanted)
-    chunks = [vectors[::step] for _, vectors in rows()]
-    return np.ascontiguousarray(np.concatenate(chunks)[:wanted])
+    # Copies, not views: a view keeps its whole chunk alive, and with it every vector.
+    chunks = [vectors[::step].copy() for _, vectors in rows()]
+    sample = np.concatenate(chunks)[:wanted]
+    del chunks
+    return np.ascontiguousarray(sample)
 
 
 def write(index, path: Path) -> None:
