@@ -221,6 +221,7 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
         nlist = nlist_for(live)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = 10  # k-means iterations: recall was flat beyond 10 (bench/ann.py)
+        index.cp.min_points_per_centroid = 1  # nlist_for keeps 39+ per list; small forced indexes: no stderr warning
         index.train(_training_sample(rows, live, 64 * nlist))
         for ids, vectors in rows():
             index.add_with_ids(vectors, ids)
