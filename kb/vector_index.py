@@ -234,13 +234,21 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
 
 
 def _training_sample(rows: Rows, live: int, wanted: int) -> np.ndarray:
-    """Every n-th vector, about `wanted` of them: spread over the whole corpus."""
+    """Every n-th vector, about `wanted` of them: spread over the whole corpus.
+
+    Filled in place, one chunk at a time: the sample is all that stays in memory."""
     step = max(1, live // wanted)
-    # Copies, not views: a view keeps its whole chunk alive, and with it every vector.
-    chunks = [vectors[::step].copy() for _, vectors in rows()]
-    sample = np.concatenate(chunks)[:wanted]
-    del chunks
-    return np.ascontiguousarray(sample)
+    sample: np.ndarray | None = None
+    filled = 0
+    for _, vectors in rows():
+        picked = vectors[::step][: wanted - filled]
+        if sample is None:
+            sample = np.empty((min(wanted, -(-live // step)), vectors.shape[1]), dtype=np.float32)
+        sample[filled : filled + len(picked)] = picked
+        filled += len(picked)
+        if filled >= len(sample):
+            break
+    return sample[:filled] if sample is not None else np.zeros((0, 0), np.float32)
 
 
 def write(index, path: Path) -> None:
