@@ -204,6 +204,7 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
     import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
+    _steady_malloc()
     name = f"vectors.{generation}.faiss"
     if kind_for(live, setting, previous.kind if previous else None) == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
@@ -231,6 +232,23 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
                            "run `kb index --rebuild`")
     write(index, index_dir / name)
     return VectorLayout(kind, name, max_id, int(index.ntotal), dimension, nlist, nprobe)
+
+
+def _steady_malloc() -> None:
+    """Keep glibc from fragmenting the heap while IVF lists grow.
+
+    glibc raises its mmap threshold each time a large block is freed, so once lists have
+    grown a few times their buffers come from the heap, whose freed blocks it cannot give
+    back: a 1M-passage build peaked at 1.55x the index's own size. A fixed threshold keeps
+    every large buffer in a mapping of its own, returned when freed (peak 1.24x; measured
+    by sampling RSS through the build). Other C libraries: nothing to do.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, glibc's default value
+    except (OSError, AttributeError):
+        pass
 
 
 def _training_sample(rows: Rows, live: int, wanted: int) -> np.ndarray:
