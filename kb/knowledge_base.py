@@ -299,7 +299,8 @@ class KnowledgeBase:
         delta = empty_rows(dimension)
         if store.count_after(layout.max_id):
             delta = concat_rows(store.vector_rows(dimension, after=layout.max_id), dimension)
-        vectors = open_index(self.index_dir, layout, delta, store.removed_ids(layout.max_id), fetch)
+        vectors = open_index(self.index_dir, layout, delta, store.removed_ids(layout.max_id), fetch,
+                             everything=lambda: concat_rows(store.vector_rows(dimension), dimension))
         return _Reader(store, vectors, lexical, meta["generation"], store.data_version())
 
 

@@ -37,6 +37,7 @@ REMOVED_MAX = 0.10  # share of the base deleted before it is rewritten
 TARGET_RECALL = 0.97  # recall@10 against exact search that nprobe is chosen for
 EXACT_FILTER_MAX = 5_000  # a path filter matching fewer passages is searched exactly
 PARALLEL_QUERIES = 16  # batches at least this big use every core
+SMALL_MAX = 2_000  # an exact index up to this size is searched with numpy: no FAISS import
 
 Fetch = Callable[[np.ndarray], np.ndarray]  # passage ids -> their vectors, same order
 Rows = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # -> (ids, vectors) chunks
@@ -161,8 +162,54 @@ class VectorIndex:
         return info
 
 
+class SmallIndex:
+    """A small exact index held as one numpy matrix, read from SQLite's stored vectors.
+
+    Importing FAISS costs ~0.1 s of a cold `kb ask`, more than searching a few thousand
+    vectors takes; for these the FAISS file is not opened at all (same answers: exact
+    cosine, filters applied before the top k)."""
+
+    def __init__(self, layout: VectorLayout, ids: np.ndarray, vectors: np.ndarray):
+        self.layout = layout
+        self._ids = ids
+        self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.size = len(ids)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        rows = slice(None) if allowed is None else np.flatnonzero(np.isin(self._ids, allowed))
+        ids, vectors = self._ids[rows], self._vectors[rows]
+        k = min(max(1, k), len(ids))
+        if not k:
+            return np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64)
+        # einsum, not BLAS: a small product must not wake a pool of BLAS threads.
+        scores = np.einsum("ij,kj->ik", queries, vectors)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return np.take_along_axis(top_scores, order, axis=1), ids[np.take_along_axis(top, order, axis=1)]
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        position = {int(i): n for n, i in enumerate(self._ids)}
+        try:
+            return self._vectors[[position[int(i)] for i in ids]]
+        except KeyError as e:
+            raise CorruptIndex(f"no stored vector for passage {e.args[0]}; run `kb index --rebuild`") from None
+
+    def describe(self) -> dict:
+        return {"kind": self.layout.kind, "vectors": self.size, "base": self.layout.size, "delta": 0, "removed": 0}
+
+
 def open_index(index_dir: Path, layout: VectorLayout, delta: tuple[np.ndarray, np.ndarray],
-               removed: np.ndarray, fetch: Fetch) -> VectorIndex:
+               removed: np.ndarray, fetch: Fetch, everything: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+               ) -> VectorIndex | SmallIndex:
+    """This generation's vectors, open for searching. everything: (ids, vectors) of every
+    passage, for a small exact index to be searched without FAISS."""
+    if everything is not None and layout.kind == "flat" and layout.size <= SMALL_MAX and not len(removed):
+        ids, vectors = everything()
+        if len(ids) != layout.size + len(delta[0]) or (len(vectors) and vectors.shape[1] != layout.dimension):
+            raise CorruptIndex("stored vectors do not match the vector index; run `kb index --rebuild`")
+        return SmallIndex(layout, ids, vectors)
     base = None
     if layout.file:
         base = _read(index_dir / layout.file, mmap=layout.kind == "ivf")

@@ -111,7 +111,10 @@ def test_ask_during_an_index_run_answers_from_the_last_complete_index(built, emb
 
 
 # -- damaged index files ----------------------------------------------------------------
-def test_truncated_vector_file_gives_one_line_and_rebuild_recovers(article_index, tmp_path):
+def test_truncated_vector_file_gives_one_line_and_rebuild_recovers(article_index, tmp_path, monkeypatch):
+    import kb.vector_index
+
+    monkeypatch.setattr(kb.vector_index, "SMALL_MAX", 0)  # small indexes never open the file
     index_dir = tmp_path / "index"
     shutil.copytree(article_index, index_dir)
     [faiss_file] = index_dir.glob("vectors.*.faiss")

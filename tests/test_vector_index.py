@@ -177,9 +177,11 @@ def test_the_vector_file_is_memory_mapped_not_read(docs, tmp_path, embedder, sma
     assert isinstance(faiss.downcast_InvertedLists(full.invlists), faiss.ArrayInvertedLists)
 
 
-def test_one_question_one_thread(article_kb, monkeypatch):
+def test_one_question_one_thread(article_index, monkeypatch):
     import faiss
 
+    monkeypatch.setattr(vector_index, "SMALL_MAX", 0)  # FAISS, as past 2,000 passages
+    article_kb = KnowledgeBase(article_index)
     calls = []
     monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: calls.append(n))
     article_kb.ask("who is striking?", k=3)
@@ -203,3 +205,21 @@ def test_the_vector_index_kind_can_be_forced_and_is_kept(docs, tmp_path, embedde
 
     with pytest.raises(BadInput):
         kb.index([docs], vector_index="hnsw")
+
+
+def test_a_small_index_is_searched_without_faiss_and_agrees_with_it(article_index, monkeypatch):
+    """Up to SMALL_MAX passages, numpy over SQLite's vectors: the same hits, filters too."""
+    questions = ["who is striking?", "What does the BMA want?", "weekend pay", "Jeremy Hunt"]
+    small = KnowledgeBase(article_index)
+    assert isinstance(small._open_reader().vectors, vector_index.SmallIndex)
+    got = small.ask_many(questions, k=5, mode="dense", best_sentence=False)
+    filtered = small.ask("who is striking?", k=5, mode="dense", paths=["*.txt"])
+    monkeypatch.setattr(vector_index, "SMALL_MAX", 0)
+    big = KnowledgeBase(article_index)
+    assert isinstance(big._open_reader().vectors, vector_index.VectorIndex)
+    want = big.ask_many(questions, k=5, mode="dense", best_sentence=False)
+    for a, b in zip(got, want):
+        assert [h.char_start for h in a] == [h.char_start for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+    assert [h.char_start for h in filtered] == [h.char_start for h in want[0]]
+    assert small.ask("who is striking?", k=5, mode="dense", paths=["nothing/*"], min_score=None) == []
