@@ -25,4 +25,4 @@ test: install
 	$(VENV)/bin/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) index/kb.sqlite* index/vectors.*.faiss index/.kb.lock
+	rm -rf $(VENV) index/kb.sqlite* index/vectors.*.faiss index/lexical.* index/.kb.lock
