@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from query_latency import ROOT, machine_report
 

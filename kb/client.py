@@ -25,7 +25,8 @@ from .errors import (
 )
 from .hits import Hit
 
-_ERRORS = {1: NoResults, 2: BadInput, 3: NoIndex, 4: IndexMismatch, 5: CorruptIndex, 6: IndexBusy}
+# The server sends exit codes; each error class carries its own (kb.errors).
+_ERRORS = {cls.exit_code: cls for cls in (NoResults, BadInput, NoIndex, IndexMismatch, CorruptIndex, IndexBusy)}
 
 
 class ServerError(KbError):

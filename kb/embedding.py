@@ -15,7 +15,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .errors import BadInput, KbError
+from .errors import BadInput, KbError, first_line
 from .model import ModelFiles, offline_environment, packaged_model
 
 Progress = Callable[[int], None]  # called with the number of texts just embedded
@@ -138,7 +138,7 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
         export_onnx(reference.st_model, path)
         return OnnxEmbedder(model, path, prepack=prepack, recheck=True, **cores)
     except Exception as e:  # any failure to export leaves the reference backend, never a wrong answer
-        problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        problem = first_line(e)
         if backend == "onnx":
             raise KbError(f"the ONNX embedder is unavailable: {problem}") from None
         _note(f"still no usable ONNX model ({problem}); using sentence-transformers")
@@ -166,7 +166,7 @@ def _load_variant(model: ModelFiles, for_indexing: bool, backend: str, path: Pat
         export_int8(fp32.path, path, model)
         return OnnxEmbedder(model, path, prepack=prepack, recheck=True, **cores)
     except Exception as e:  # answering with fp32 vectors instead would mix two models
-        problem = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        problem = first_line(e)
         raise KbError(f"the {model.variant} embedder is unavailable: {problem}") from None
 
 

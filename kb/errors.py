@@ -6,6 +6,12 @@ Every failure a user can cause or meet is one of these; anything else is a bug.
 from __future__ import annotations
 
 
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception as one short line for a `kb: ` message (its type when it says nothing)."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
 class KbError(Exception):
     """Base class: a message for one line on stderr and a documented exit code."""
 

@@ -41,7 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import CorruptIndex
+from .errors import CorruptIndex, first_line
 
 K1 = 1.2  # tantivy's BM25 constants
 B = 0.75
@@ -126,7 +126,7 @@ class LexicalIndex:
             self._index = _open(path)
             self._searcher = self._index.searcher()
         except (ValueError, OSError) as e:
-            raise CorruptIndex(f"lexical index {path} is unreadable ({_first_line(e)}); "
+            raise CorruptIndex(f"lexical index {path} is unreadable ({first_line(e, 120)}); "
                                "run `kb index --rebuild`") from None
         self._schema = self._index.schema
         self.passages = self._searcher.num_docs
@@ -274,8 +274,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:120]

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import first_line
 from .model import ModelFiles, cache_dir, load_tokenizer
 
 ONNX_FILE = "model.onnx"
@@ -451,13 +452,13 @@ class OnnxEmbedder:
             texts = [str(t) for t in reference["texts"]]
             fmt, max_len = reference["format"], reference["max_seq_length"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise OnnxUnavailable(f"unreadable reference vectors {reference_file}: {_first_line(e)}") from None
+            raise OnnxUnavailable(f"unreadable reference vectors {reference_file}: {first_line(e)}") from None
         if fmt != REFERENCE_FORMAT or max_len != self.model.max_seq_length:
             raise OnnxUnavailable(f"{reference_file} was written for another format or sequence length")
         try:
             got = _vectors_alone(self._session, self._tokenizer, texts)
         except Exception as e:  # a graph that loads but cannot run is just as unusable
-            raise OnnxUnavailable(f"{self.path} fails to run: {_first_line(e)}") from None
+            raise OnnxUnavailable(f"{self.path} fails to run: {first_line(e)}") from None
         if got.shape != expected.shape:
             raise OnnxUnavailable(f"{self.path} gives {got.shape[1]}-d vectors, expected {expected.shape[1]}")
         cosine = float(np.min(np.sum(got * expected, axis=1)))
@@ -552,7 +553,7 @@ def _session(path: Path, threads: int, prepack: bool, entering: Callable[[], Non
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own pybind types for bad files
-        raise OnnxUnavailable(f"cannot load {path}: {_first_line(e)}") from None
+        raise OnnxUnavailable(f"cannot load {path}: {first_line(e)}") from None
 
 
 def _identity(folder: Path) -> dict[str, list[int]]:
@@ -597,8 +598,3 @@ def _record_check(folder: Path, identity: dict, facts: dict, started_ns: int) ->
         os.replace(tmp, folder / VERIFIED_FILE)
     except OSError:
         tmp.unlink(missing_ok=True)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:160]

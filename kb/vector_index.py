@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import CorruptIndex
+from .errors import CorruptIndex, first_line
 
 FLAT_MAX = 20_000  # passages up to which exact search is fastest (bench/ann.py)
 DELTA_MAX = 10_000  # passages added since the base before it is rewritten
@@ -334,7 +334,7 @@ def _read(path: Path, *, mmap: bool):
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
     except RuntimeError as e:
         raise CorruptIndex(f"vector index {path} is unreadable; run `kb index --rebuild` "
-                           f"({str(e).splitlines()[0][:80]})") from None
+                           f"({first_line(e, 80)})") from None
 
 
 # -- search helpers --------------------------------------------------------------------

@@ -6,7 +6,6 @@ Every test here talks to a running server over a socket, so none can pass withou
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
