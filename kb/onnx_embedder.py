@@ -28,8 +28,9 @@ import json
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -108,15 +109,8 @@ def export_onnx(st_model, dest: Path) -> Path:
     pooling = modules[1].get_config_dict() if len(modules) > 1 else {}
     if len(modules) != 3 or pooling.get("pooling_mode") != "mean" or type(modules[2]).__name__ != "Normalize":
         raise ValueError("only Transformer + mean Pooling + Normalize models can be exported")
-    import shutil
-
     dest = Path(dest)
-    folder = dest.parent
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = folder.with_name(f".{folder.name}.{os.getpid()}.export")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
+    with _export_folder(dest) as work:
         reference = {
             "format": REFERENCE_FORMAT,
             "max_seq_length": int(st_model.max_seq_length),
@@ -131,11 +125,8 @@ def export_onnx(st_model, dest: Path) -> Path:
         raw.unlink(missing_ok=True)
         fused.unlink(missing_ok=True)
         (work / REFERENCE_FILE).write_text(json.dumps(reference))
-        _publish(work, folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     # Exports before the cache had per-variant folders left a single-file model here.
-    for old in (folder.parent / ONNX_FILE, folder.parent / REFERENCE_FILE):
+    for old in (dest.parent.parent / ONNX_FILE, dest.parent.parent / REFERENCE_FILE):
         old.unlink(missing_ok=True)
     return dest
 
@@ -229,6 +220,24 @@ def _save_optimised(source: Path, dest: Path) -> None:
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 
+@contextmanager
+def _export_folder(dest: Path) -> Iterator[Path]:
+    """A work folder beside dest's folder; if the block succeeds it becomes dest's folder
+    (by _publish), and either way the work folder is gone afterwards."""
+    import shutil
+
+    folder = dest.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.with_name(f".{folder.name}.{os.getpid()}.export")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+        _publish(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _publish(work: Path, folder: Path) -> None:
     """Put the folder `work` in place of `folder` by renames only.
 
@@ -269,18 +278,11 @@ def export_int8(fp32: Path, dest: Path, model: ModelFiles) -> Path:
     its own vectors of the probes, which later checks must reproduce, once they were
     found within INT8_MIN_COSINE of sentence-transformers' ones.
     """
-    import shutil
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dest = Path(dest)
-    folder = dest.parent
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = folder.with_name(f".{folder.name}.{os.getpid()}.export")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
+    with _export_folder(dest) as work:
         reference = json.loads((Path(fp32).parent / REFERENCE_FILE).read_text())
         quantised = work / "quantised.onnx"
         with _quiet_logging():
@@ -298,9 +300,6 @@ def export_int8(fp32: Path, dest: Path, model: ModelFiles) -> Path:
             raise OnnxUnavailable(f"the int8 model strays from sentence-transformers (cosine {cosine:.4f})")
         reference.update(vectors=vectors.tolist(), cosine_to_sentence_transformers=cosine)
         (work / REFERENCE_FILE).write_text(json.dumps(reference))
-        _publish(work, folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
