@@ -171,7 +171,7 @@ class SmallIndex:
 
     def __init__(self, layout: VectorLayout, ids: np.ndarray, vectors: np.ndarray):
         self.layout = layout
-        self._ids = ids
+        self._ids = ids  # ascending, as Store.vector_rows gives them
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.size = len(ids)
 
@@ -190,11 +190,12 @@ class SmallIndex:
         return np.take_along_axis(top_scores, order, axis=1), ids[np.take_along_axis(top, order, axis=1)]
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        position = {int(i): n for n, i in enumerate(self._ids)}
-        try:
-            return self._vectors[[position[int(i)] for i in ids]]
-        except KeyError as e:
-            raise CorruptIndex(f"no stored vector for passage {e.args[0]}; run `kb index --rebuild`") from None
+        wanted = np.asarray(ids, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(self._ids, wanted), max(len(self._ids) - 1, 0))  # ids are sorted
+        missing = wanted[self._ids[rows] != wanted] if len(self._ids) else wanted
+        if len(missing):
+            raise CorruptIndex(f"no stored vector for passage {missing[0]}; run `kb index --rebuild`")
+        return self._vectors[rows]
 
     def describe(self) -> dict:
         return {"kind": self.layout.kind, "vectors": self.size, "base": self.layout.size, "delta": 0, "removed": 0}
