@@ -186,7 +186,7 @@ def ask(ctx, question, k, index_dir, as_json, mode, min_score, paths, mmr, no_hi
     else:
         from .knowledge_base import KnowledgeBase
 
-        kb = KnowledgeBase(index_dir)
+        kb = KnowledgeBase(index_dir, many_questions=question == "-")
     batch = question == "-"
     if batch:
         # A long-lived reader: importing the library for its cleaning is paid once.

@@ -53,9 +53,16 @@ class KnowledgeBase:
     commits, without being reopened. Calls may come from several threads.
     """
 
-    def __init__(self, index_dir: str | os.PathLike = DEFAULT_INDEX_DIR, *, embedder: Embedder | None = None):
+    def __init__(self, index_dir: str | os.PathLike = DEFAULT_INDEX_DIR, *, embedder: Embedder | None = None,
+                 many_questions: bool = False):
+        """many_questions: this object will answer many (a server, a stream of questions):
+        the model is readied for speed per question from the first one (~50 ms more to
+        load), so every answer comes from the same kernels. Otherwise that waits for a
+        second question, and a first answer's scores may differ from later ones' in the
+        sixth decimal."""
         self.index_dir = Path(index_dir)
         self._embedder = embedder
+        self._many_questions = many_questions
         self._model: ModelFiles | None = None  # the packaged model in the index's variant, once known
         self._reader: _Reader | None = None
         self._lock = threading.RLock()
@@ -142,7 +149,10 @@ class KnowledgeBase:
         if self._embedder is not None:
             return self._embedder
         # The variant the index was (or is being) built with: questions must use the same.
-        return load_embedder(self._model or packaged_model(), for_indexing=for_indexing)
+        embedder = load_embedder(self._model or packaged_model(), for_indexing=for_indexing)
+        if self._many_questions and hasattr(embedder, "expect_many"):
+            embedder.expect_many()
+        return embedder
 
     @contextmanager
     def _write_lock(self):

@@ -48,6 +48,7 @@ B = 0.75
 FIELD = "body"  # headings/title and passage text, analysed together
 MAX_TOKEN_LENGTH = 40  # longer "words" (hashes, base64) carry no evidence
 IDF_POWER = 1.25  # a term weighs idf ** IDF_POWER (module docstring)
+TERM_QUERIES_MAX = 512  # id filters up to this size are OR-ed term queries (LexicalIndex._within)
 
 # What _analyzer_builder(False) does to a passage. Change it whenever that changes the
 # terms (another filter, stemmer or tokenizer): indexes recording another value get
@@ -190,7 +191,14 @@ class LexicalIndex:
     def _within(self, field: str, values: list[int], query):
         import tantivy
 
-        allowed = tantivy.Query.const_score_query(tantivy.Query.term_set_query(self._schema, field, values), 0.0)
+        if len(values) <= TERM_QUERIES_MAX:
+            # One term query per value: at 186k passages, 0.6 ms for 50 candidates against
+            # 2.2 ms for a term-set query, which walks the field's term dictionary.
+            terms = [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, v)) for v in values]
+            matching = tantivy.Query.boolean_query(terms)
+        else:
+            matching = tantivy.Query.term_set_query(self._schema, field, values)
+        allowed = tantivy.Query.const_score_query(matching, 0.0)
         return tantivy.Query.boolean_query([(tantivy.Occur.Must, allowed), (tantivy.Occur.Must, query)])
 
     def _run(self, query, k: int) -> list[tuple[int, float]]:

@@ -47,7 +47,7 @@ class KbMcpServer(MCPServer):
     def __init__(self, index_dir: str | os.PathLike):
         # WARNING: the SDK would otherwise log every call (and FAISS its loading) on stderr.
         super().__init__(name="kb", instructions=INSTRUCTIONS, version=version(), log_level="WARNING")
-        self.kb = KnowledgeBase(index_dir)
+        self.kb = KnowledgeBase(index_dir, many_questions=True)
         self.lock = threading.Lock()  # one KnowledgeBase, used by one tool call at a time
         self.add_tool(self.search, name="search", structured_output=False)
         self.add_tool(self.info, name="info", structured_output=False)

@@ -80,7 +80,7 @@ class Pool:
         self.workers = workers
         self._idle: queue.SimpleQueue[KnowledgeBase] = queue.SimpleQueue()
         for _ in range(workers):
-            self._idle.put(KnowledgeBase(index_dir))
+            self._idle.put(KnowledgeBase(index_dir, many_questions=True))
         self._limiter = anyio.CapacityLimiter(workers)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -144,6 +144,9 @@ class StagedDocument:
     chunking: dict
 
 
+READ_MMAP_BYTES = 1 << 40  # as much of the file as SQLite allows (see Store)
+
+
 class Store:
     """One connection to an index's SQLite file."""
 
@@ -158,6 +161,12 @@ class Store:
                 self.conn = sqlite3.connect(path, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout = 10000")
             self.conn.execute("PRAGMA foreign_keys = ON")
+            if not create:
+                # Readers map the file (SQLite caps this at 2 GB unless built otherwise): a
+                # question's few hundred page reads become memory reads, not pread calls into
+                # a 2 MB cache; 1.3 -> 0.6 ms for the vectors of 50 candidates at 186k passages.
+                self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")
+                self.conn.execute("PRAGMA cache_size = -65536")  # beyond the mapped part
             if create:
                 # A new file gets 8 KB pages: a stored vector (1.5 KB at 384 dimensions) then
                 # fits in its row of the WITHOUT ROWID embeddings table, where 4 KB pages

@@ -332,7 +332,10 @@ def _read(path: Path, *, mmap: bool):
     import faiss
 
     try:
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
+        # MMAP_IFC maps the lists in place (zero-copy views of the file). The older
+        # IO_FLAG_MMAP turns them into OnDiskInvertedLists, whose per-list locking made a
+        # search 2-3x slower (bench: 5.4 vs 2.1 ms per question at 186k passages).
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0)
     except RuntimeError as e:
         raise CorruptIndex(f"vector index {path} is unreadable; run `kb index --rebuild` "
                            f"({first_line(e, 80)})") from None

@@ -48,7 +48,7 @@ def test_bm25_ranks_and_normalises(tmp_path):
     assert lex.search(wanted, 10, documents=[2]) == [] and lex.search(wanted, 10, documents=[1]) == found
 
 
-def test_top_k_equals_a_reference_bm25(tmp_path):
+def test_top_k_equals_a_reference_bm25(tmp_path, monkeypatch):
     """bm25s, an independent BM25 (Lucene's formula, same constants), over the same terms,
     each term's part weighted by idf ** (IDF_POWER - 1) with bm25s's own idf."""
     import bm25s
@@ -73,6 +73,13 @@ def test_top_k_equals_a_reference_bm25(tmp_path):
         assert [pid - 1 for pid in ours] == top, question
         for pid, score in ours.items():
             assert score == pytest.approx(expected[pid - 1], rel=0.02), question  # tantivy stores lengths in a byte
+        # Candidate scores, by either form of id filter, are the reference's too.
+        every = list(range(1, n + 1))
+        for limit in (kb_lexical.TERM_QUERIES_MAX, 0):  # OR-ed term queries; a term-set query
+            monkeypatch.setattr(kb_lexical, "TERM_QUERIES_MAX", limit)
+            scored = lex.score(wanted, every)
+            assert sorted(scored) == [i + 1 for i in range(n) if expected[i] > 0], question
+            assert all(scored[pid] == pytest.approx(expected[pid - 1], rel=0.02) for pid in scored), question
 
 
 def test_lexical_index_follows_reindexing(tmp_path):

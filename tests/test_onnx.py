@@ -106,6 +106,28 @@ def test_order_and_batching_do_not_change_vectors(model, onnx):
     assert sessions[0] is not sessions[1] is sessions[2]
 
 
+def test_many_questions_get_the_same_kernels_from_the_first(model, onnx, article_index, monkeypatch):
+    """Prepacked and unprepacked kernels sum in different orders (vectors differ by ~1e-7,
+    enough to move a rounded score): a server or a stream of questions prepacks before its
+    first answer, so a question's scores never depend on whether it came first."""
+    import kb.knowledge_base
+    from kb import KnowledgeBase
+    from kb.onnx_embedder import OnnxEmbedder
+
+    texts = ["When is the first strike?", "Who is Jeremy Hunt?"]
+    packed = OnnxEmbedder(model, onnx.path, prepack=True, threads=2, workers=1).embed(texts)
+    lazy = OnnxEmbedder(model, onnx.path, prepack=None, threads=2, workers=1)
+    lazy.expect_many()
+    assert np.array_equal(lazy.embed(texts), packed)
+
+    loaded = []
+    monkeypatch.setattr(kb.knowledge_base, "load_embedder", lambda m, **kw: loaded.append(
+        OnnxEmbedder(m, onnx.path, prepack=None, threads=2, workers=1)) or loaded[-1])
+    KnowledgeBase(article_index, many_questions=True).ask(texts[0], k=1)
+    KnowledgeBase(article_index).ask(texts[0], k=1)
+    assert [e._prepack_later for e in loaded] == [False, True]  # readied before the first answer; or not
+
+
 def test_progress_counts_every_text(model, onnx):
     from kb.onnx_embedder import OnnxEmbedder
 

@@ -12,6 +12,10 @@ from kb import KnowledgeBase
 from kb.cli import cli
 from kb.search import DEFAULT_WEIGHT, merge_overlaps
 
+from .conftest import ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
 # Questions in a reader's own words (mostly not the article's), and a phrase of the
 # paragraph that answers each. Quality target: hit@3 >= 0.9 over the set.
 QUESTIONS = [
@@ -234,3 +238,37 @@ def test_highlighting_calls_no_model(article_index, embedder):
     rows = kb.ask_many(questions, k=3)
     assert calls == [questions]
     assert all(h.sentence_start is not None for row in rows for h in row)
+
+
+def test_sentences_read_by_chunks_as_the_tokenizer_and_analyzer_read_them_whole(monkeypatch):
+    """The highlighter's chunk cache must give each sentence the word pieces, terms and
+    prefixes reading the whole sentence gives (real text: the article and Python docs)."""
+    from kb.chunking import sentence_spans
+    from kb.highlight import WordPieces, _prefixes
+    from kb.lexical import terms
+
+    pieces = WordPieces.load()
+    texts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "corpus").glob("*"))]
+    texts += [p.read_text(encoding="utf-8")[:20_000] for p in sorted(FIXTURES.glob("python-docs/*.txt"))]
+    texts.append("Café naïve «quoted» x_y 3.14% C++/C# e-mail (see: foo.bar) — ünïcode 東京 ok?")
+    checked = 0
+    for text in texts:
+        for a, b in sentence_spans(text):
+            sentence = text[a:b]
+            whole = pieces.tokenizer.encode(sentence, add_special_tokens=False).ids
+            if len(whole) >= pieces.tokenizer.truncation["max_length"]:
+                continue  # truncated whole; chunk by chunk it is not
+            words = pieces.words(sentence)
+            assert words.ids == whole, sentence
+            assert words.terms == set(terms(sentence)), sentence
+            assert words.prefixes == _prefixes(sentence), sentence
+            checked += 1
+    assert checked > 500
+    # A full cache starts again rather than growing: same readings.
+    import kb.highlight
+
+    monkeypatch.setattr(kb.highlight, "CHUNK_CACHE_MAX", 8)
+    sentence = "Junior doctors voted to strike over the new contract, said the BMA."
+    for _ in range(2):
+        assert pieces.words(sentence).ids == pieces.tokenizer.encode(sentence, add_special_tokens=False).ids
+        assert len(pieces._chunks) <= 12

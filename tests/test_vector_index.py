@@ -171,10 +171,14 @@ def test_the_vector_file_is_memory_mapped_not_read(docs, tmp_path, embedder, sma
 
     base = kb._open_reader().vectors._base
     assert isinstance(base, faiss.IndexIVFFlat)
-    # Lists served from the mapped file, not copied into memory (as a full read would).
-    assert isinstance(faiss.downcast_InvertedLists(base.invlists), faiss.OnDiskInvertedLists)
-    full = _read(index_dir / kb.info()["vector_index"]["file"], mmap=False)
-    assert isinstance(faiss.downcast_InvertedLists(full.invlists), faiss.ArrayInvertedLists)
+    path = index_dir / kb.info()["vector_index"]["file"]
+    # Lists are views of the mapped file, not copies in memory (as a full read makes).
+    lists = faiss.downcast_InvertedLists(base.invlists)
+    assert isinstance(lists, faiss.ArrayInvertedLists)  # not OnDiskInvertedLists: no per-list locks
+    assert not any(lists.codes.at(i).is_owned for i in range(lists.nlist))
+    assert str(path) in Path("/proc/self/maps").read_text()
+    full = _read(path, mmap=False)
+    assert all(faiss.downcast_InvertedLists(full.invlists).codes.at(i).is_owned for i in range(lists.nlist))
 
 
 def test_one_question_one_thread(article_index, monkeypatch):
