@@ -31,6 +31,7 @@ from .errors import CorruptIndex, IndexMismatch
 
 SCHEMA_VERSION = 2
 PAGE_SIZE = 8192
+READ_MMAP_BYTES = 1 << 40  # readers map as much of the file as SQLite allows (see Store)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -142,9 +143,6 @@ class StagedDocument:
     mtime_ns: int
     sha256: str
     chunking: dict
-
-
-READ_MMAP_BYTES = 1 << 40  # as much of the file as SQLite allows (see Store)
 
 
 class Store:
