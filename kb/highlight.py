@@ -149,13 +149,14 @@ class WordPieces:
         """chunk -> how it reads, for these chunks. Safe across threads (a server's
         workers share this object): a full cache is replaced, never emptied in place."""
         cache = self._chunks
-        read = {c: cache.get(c) for c in chunks}
-        missing = [c for c, words in read.items() if words is None]
-        if missing:
-            if len(cache) + len(missing) > CHUNK_CACHE_MAX:
-                self._chunks = cache = {}
-            for chunk, encoding in zip(missing, self.tokenizer.encode_batch(missing, add_special_tokens=False)):
-                read[chunk] = cache[chunk] = _Words(encoding.ids, set(terms(chunk)), _prefixes(chunk))
+        missing = [c for c in dict.fromkeys(chunks) if c not in cache]
+        if not missing:
+            return cache  # this reference holds them all, whatever another thread swaps in
+        read = {c: cache[c] for c in chunks if c in cache}
+        if len(cache) + len(missing) > CHUNK_CACHE_MAX:
+            self._chunks = cache = {}
+        for chunk, encoding in zip(missing, self.tokenizer.encode_batch(missing, add_special_tokens=False)):
+            read[chunk] = cache[chunk] = _Words(encoding.ids, set(terms(chunk)), _prefixes(chunk))
         return read
 
     def max_similarity(self, query: np.ndarray, sentences: Sequence[Sequence[int]]) -> list[float]:
@@ -168,10 +169,13 @@ class WordPieces:
         # query pieces x all sentence pieces; einsum, not BLAS: a small product must not
         # wake a pool of BLAS threads (on a busy machine that cost 40x the product).
         similarity = np.einsum("ij,kj->ik", query, self.vectors(ids))
-        starts = np.cumsum([0, *lengths[:-1]])
-        out = []
-        for start, length in zip(starts, lengths):
-            out.append(float(similarity[:, start : start + length].max(axis=1).mean()) if length else 0.0)
+        filled = [n for n, length in enumerate(lengths) if length]
+        starts = np.cumsum([0, *lengths[:-1]])[filled]
+        # Each sentence's best match per query piece (one reduction over all sentences), averaged.
+        best = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
+        out = [0.0] * len(sentences)
+        for n, value in zip(filled, best.tolist()):
+            out[n] = value
         return out
 
 

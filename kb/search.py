@@ -114,7 +114,7 @@ def search(
         candidates = []
         for pid, score in fusion.ranked({i: p[0] for i, p in scores.items()}):
             p = passages.get(pid)
-            if p is None or freshness(p) == "gone":
+            if p is None:
                 continue
             _, dense, lex, fused = scores[pid]
             candidates.append(_Candidate(p, score, dense, lex, fused, p.text, p.char_start, p.char_end,
@@ -123,6 +123,10 @@ def search(
             candidates = merge_overlaps(candidates)
         if options.min_score is not None:
             candidates = [c for c in candidates if c.score >= options.min_score]
+        # Files deleted since indexing drop out here, after merging: a file is gone or not as
+        # a whole, and only passages of one file merge, so the order does not matter, and
+        # only the candidates that can still be answers cost a stat() call.
+        candidates = _present(candidates, freshness, k if options.mmr is None else _mmr_pool(k))
         if options.mmr is not None and len(candidates) > 1:
             candidates = _mmr(vectors, candidates, options.mmr, k)
         results.append(candidates[:k])
@@ -224,9 +228,24 @@ def _union(a, b):
                    line_start=min(a.line_start, b.line_start), line_end=max(a.line_end, b.line_end))
 
 
+def _present(candidates: list, freshness: Freshness, wanted: int) -> list:
+    """The first `wanted` candidates whose file is not gone, in order."""
+    kept = []
+    for c in candidates:
+        if len(kept) == wanted:
+            break
+        if freshness(c.passage) != "gone":
+            kept.append(c)
+    return kept
+
+
+def _mmr_pool(k: int) -> int:
+    return max(3 * k, 10)
+
+
 def _mmr(index: VectorIndex, candidates: list, lam: float, k: int) -> list:
     """Maximal marginal relevance: trade score against similarity to hits already chosen."""
-    pool = candidates[: max(3 * k, 10)]
+    pool = candidates[: _mmr_pool(k)]
     vectors = index.vectors([c.passage.id for c in pool])
     similarity = np.einsum("ij,kj->ik", vectors, vectors)
     chosen = [0]

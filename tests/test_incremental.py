@@ -111,6 +111,11 @@ def test_stale_hits_are_flagged_and_gone_files_dropped(folder, tmp_path, countin
     hits = KnowledgeBase(index_dir, embedder=counting).ask(question, k=5)
     assert hits and all(not h.source.endswith("bikes.txt") for h in hits)
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    # Gone passages make room: k hits still come back when the other files have them,
+    # with MMR too (which picks from a pool of the first 3k present candidates).
+    for mmr in (None, 0.5):
+        hits = KnowledgeBase(index_dir, embedder=counting).ask(question, k=2, mmr=mmr, mode="dense")
+        assert len(hits) == 2 and all(not h.source.endswith("bikes.txt") for h in hits), mmr
 
 
 def test_rebuild_starts_clean(folder, tmp_path, counting):

@@ -264,6 +264,13 @@ def test_sentences_read_by_chunks_as_the_tokenizer_and_analyzer_read_them_whole(
             assert words.prefixes == _prefixes(sentence), sentence
             checked += 1
     assert checked > 500
+    # Max-sim per sentence, empty sentences included, equals the direct computation.
+    import numpy as np
+
+    query = pieces.vectors(pieces.content_ids("junior doctors strike"))
+    sentences = [[], pieces.words("Doctors walked out.").ids, [], pieces.words("The BMA balloted its members.").ids]
+    direct = [float((query @ pieces.vectors(ids).T).max(axis=1).mean()) if ids else 0.0 for ids in sentences]
+    assert pieces.max_similarity(query, sentences) == pytest.approx(direct, abs=1e-6)
     # A full cache starts again rather than growing: same readings.
     import kb.highlight
 
