@@ -70,7 +70,9 @@ def test_top_k_equals_a_reference_bm25(tmp_path, monkeypatch):
             expected = expected + reference.get_scores([term]) * (K1 + 1) * (idf ** (IDF_POWER - 1) if df else 0)
         ours = dict(lex.search(wanted, 10))
         top = [i for i in sorted(range(len(sentences)), key=lambda i: -expected[i])[:10] if expected[i] > 0]
-        assert [pid - 1 for pid in ours] == top, question
+        # The same ranking, up to passages whose reference scores tie exactly (tantivy orders
+        # ties by its own document order, which its two indexing threads may vary).
+        assert [expected[pid - 1] for pid in ours] == [expected[i] for i in top], question
         for pid, score in ours.items():
             assert score == pytest.approx(expected[pid - 1], rel=0.02), question  # tantivy stores lengths in a byte
         # Candidate scores, by either form of id filter, are the reference's too.
