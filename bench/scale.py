@@ -138,29 +138,27 @@ import json, statistics, sys, time
 from kb import KnowledgeBase
 kb = KnowledgeBase(sys.argv[1])
 questions = json.loads(sys.argv[2])
-out = {}
+
+
+def p50_p95(repeats, **options):
+    times = []
+    for repeat in range(repeats):
+        for q in questions:
+            started = time.perf_counter()
+            kb.ask(q, k=5, **options)
+            times.append(1000 * (time.perf_counter() - started))
+    times.sort()
+    return [round(statistics.median(times), 2), round(times[int(0.95 * len(times))], 2)]
+
+
 kb.ask(questions[0], k=5)  # open the index and load the model: not what "warm" measures
 # The first pass over the questions reads the lists, rows and pages they touch from disk
 # when the page cache does not hold them (a cold machine; one that pages out idle memory):
 # reported apart, then "warm" is every question asked again with all of that in memory.
-times = []
-for q in questions:
-    started = time.perf_counter()
-    kb.ask(q, k=5)
-    times.append(1000 * (time.perf_counter() - started))
-times.sort()
-out["first pass, hybrid"] = [round(statistics.median(times), 2), round(times[int(0.95 * len(times))], 2)]
+out = {"first pass, hybrid": p50_p95(1)}
 for mode in ("hybrid", "dense", "lexical"):
     for highlight in (True, False):
-        times = []
-        for repeat in range(2):
-            for q in questions:
-                started = time.perf_counter()
-                kb.ask(q, k=5, mode=mode, best_sentence=highlight)
-                times.append(1000 * (time.perf_counter() - started))
-        times.sort()
-        out[f"{mode}{'' if highlight else ', no highlight'}"] = [round(statistics.median(times), 2),
-                                                                   round(times[int(0.95 * len(times))], 2)]
+        out[f"{mode}{'' if highlight else ', no highlight'}"] = p50_p95(2, mode=mode, best_sentence=highlight)
 print(json.dumps(out))
 """
 
