@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # building an index needs these; asking does not load them
 DB_NAME = "kb.sqlite"
 LOCK_NAME = ".kb.lock"
 DEFAULT_INDEX_DIR = "index"
+GENERATION_RETRIES = 5  # each retry needs another commit inside a microseconds-wide window
 MAX_K = 10_000  # hits per question: past this a typo (-k 1000000000) would only exhaust memory
 
 __all__ = ["KnowledgeBase", "clean_question"]
@@ -198,17 +199,18 @@ class KnowledgeBase:
         options = SearchOptions(mode=mode, min_score=min_score, paths=tuple(paths), mmr=mmr, **tuning)
         options.check()
         with self._lock:
-            reader = self._open_reader()
-            # After the reader: the index it opened names the model variant to ask with.
-            embed = None if mode == "lexical" else self._get_embedder().embed
-            with reader.store.snapshot():
-                if reader.store.get_meta("generation") != reader.generation:
-                    # A `kb index` committed since the check: answer from its generation.
-                    reader.data_version = -1
-                    return self.ask_many(questions, k, mode=mode, min_score=min_score, paths=paths, mmr=mmr,
-                                         **tuning)
-                return search(reader.store, reader.vectors, reader.lexical, questions, k, options, embed=embed,
-                              freshness=_Freshness().check)
+            for _ in range(GENERATION_RETRIES):
+                reader = self._open_reader()
+                # After the reader: the index it opened names the model variant to ask with.
+                embed = None if mode == "lexical" else self._get_embedder().embed
+                with reader.store.snapshot():
+                    if reader.store.get_meta("generation") == reader.generation:
+                        return search(reader.store, reader.vectors, reader.lexical, questions, k, options,
+                                      embed=embed, freshness=_Freshness().check)
+                # A `kb index` committed between the check and the snapshot: open its
+                # generation (after the snapshot ends: reopening closes this connection).
+                reader.data_version = -1
+            raise IndexBusy("the index kept changing while it was read; try again")
 
     def info(self) -> dict:
         """What the index holds and how it was built (no model is loaded)."""

@@ -209,3 +209,29 @@ def test_a_question_reads_one_generation_even_when_a_run_commits_during_it(folde
     assert runs and runs[0].changed  # the run did commit, in the middle of the question
     assert hits and "vinegar" in hits[0].text  # answered wholly from the generation it started on
     assert "boils" in reader.ask("When does a kettle switch off?", k=1)[0].text  # the next one: the new one
+
+
+def test_a_run_committing_between_the_reader_check_and_the_question_is_answered_from_it(
+        folder, tmp_path, counting, monkeypatch):
+    """The window a hammered server hit: a commit lands after the reader was found current
+    and before the question's snapshot begins. The question must retry on the new
+    generation, not fail (it once closed the connection its own snapshot still held)."""
+    index_dir = tmp_path / "index"
+    KnowledgeBase(index_dir, embedder=counting).index([folder])
+    reader = KnowledgeBase(index_dir, embedder=counting)
+    assert "vinegar" in reader.ask("How do I descale a kettle?", k=1)[0].text
+    (folder / "kettle.txt").write_text("Kettles switch off by themselves once the water boils.", encoding="utf-8")
+    open_reader = KnowledgeBase._open_reader
+    runs = []
+
+    def open_then_a_run_commits(self):
+        opened = open_reader(self)
+        if not runs:
+            runs.append(KnowledgeBase(index_dir, embedder=counting).index([folder]))
+        return opened
+
+    monkeypatch.setattr(KnowledgeBase, "_open_reader", open_then_a_run_commits)
+    hits = reader.ask("When does a kettle switch off?", k=1)
+    assert runs and runs[0].changed
+    assert hits and "boils" in hits[0].text  # the generation committed before the snapshot
+    assert "boils" in reader.ask("When does a kettle switch off?", k=1)[0].text
