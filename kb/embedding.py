@@ -92,7 +92,8 @@ class HashEmbedder:
 BACKENDS = ("auto", "onnx", "torch")
 
 
-def load_embedder(model: ModelFiles, *, for_indexing: bool = False, threads: int | None = None) -> Embedder:
+def load_embedder(model: ModelFiles, *, for_indexing: bool = False, threads: int | None = None,
+                  many_questions: bool = False) -> Embedder:
     """The embedder for building (for_indexing=True) or querying an index.
 
     The ONNX export in kb's cache is used whenever it reproduces the reference vectors
@@ -104,6 +105,8 @@ def load_embedder(model: ModelFiles, *, for_indexing: bool = False, threads: int
     vectors. Cached per process: a script or test that runs many commands loads the
     model once. threads: CPU cores the model may use (default: every core); a Ray worker
     passes the CPUs it was given, so workers sharing a machine do not oversubscribe it.
+    many_questions: a server or a stream of questions; the model is readied for speed per
+    question at load (see OnnxEmbedder's prepack), so every answer uses the same kernels.
     """
     backend = os.environ.get("KB_EMBEDDER") or "auto"
     if backend not in BACKENDS:
@@ -111,21 +114,19 @@ def load_embedder(model: ModelFiles, *, for_indexing: bool = False, threads: int
     from .onnx_embedder import onnx_path
 
     # Keyed on the file's location too, so pointing KB_CACHE_DIR elsewhere is honoured.
-    return _load_embedder(model, for_indexing, backend, onnx_path(model), threads)
+    return _load_embedder(model, for_indexing, backend, onnx_path(model), threads, many_questions)
 
 
 @lru_cache(maxsize=4)
 def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Path,
-                   threads: int | None = None) -> Embedder:
+                   threads: int | None = None, many_questions: bool = False) -> Embedder:
     from .onnx_embedder import OnnxEmbedder, OnnxUnavailable, export_onnx
 
     if model.variant != "fp32":
-        return _load_variant(model, for_indexing, backend, path, threads)
+        return _load_variant(model, for_indexing, backend, path, threads, many_questions)
     if backend == "torch":
         return SentenceTransformerEmbedder(model, threads=threads)
-    # Indexing runs the model many times: prepack its weights at once. A question may be
-    # the process's only one: leave that until a second call (see OnnxEmbedder).
-    prepack = True if for_indexing else None
+    prepack = _prepack(for_indexing, many_questions)
     cores = _cores(for_indexing, threads)
     try:
         return OnnxEmbedder(model, path, prepack=prepack, **cores)
@@ -146,13 +147,13 @@ def _load_embedder(model: ModelFiles, for_indexing: bool, backend: str, path: Pa
 
 
 def _load_variant(model: ModelFiles, for_indexing: bool, backend: str, path: Path,
-                  threads: int | None = None) -> Embedder:
+                  threads: int | None = None, many_questions: bool = False) -> Embedder:
     """The int8 embedder, made from the fp32 export when missing or refused; else an error."""
     from .onnx_embedder import OnnxEmbedder, OnnxUnavailable, export_int8
 
     if backend == "torch":
         raise BadInput(f"KB_EMBEDDER=torch cannot embed for {model.name}: it exists only as ONNX")
-    prepack = True if for_indexing else None
+    prepack = _prepack(for_indexing, many_questions)
     cores = _cores(for_indexing, threads)
     try:
         return OnnxEmbedder(model, path, prepack=prepack, **cores)
@@ -168,6 +169,12 @@ def _load_variant(model: ModelFiles, for_indexing: bool, backend: str, path: Pat
     except Exception as e:  # answering with fp32 vectors instead would mix two models
         problem = first_line(e)
         raise KbError(f"the {model.variant} embedder is unavailable: {problem}") from None
+
+
+def _prepack(for_indexing: bool, many_questions: bool) -> bool | None:
+    """Indexing and servers run the model many times: prepack its weights at load. A
+    question may be the process's only one: leave that until a second call (OnnxEmbedder)."""
+    return True if for_indexing or many_questions else None
 
 
 def _cores(for_indexing: bool, threads: int | None) -> dict:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from .documents import DEFAULT_MAX_FILE_SIZE, discover
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
+from .exact_vectors import file_names as exact_file_names
 from .hits import Hit
 from .lexical import LexicalIndex
 from .model import ModelFiles, packaged_model, recorded_variant
@@ -150,10 +151,8 @@ class KnowledgeBase:
         if self._embedder is not None:
             return self._embedder
         # The variant the index was (or is being) built with: questions must use the same.
-        embedder = load_embedder(self._model or packaged_model(), for_indexing=for_indexing)
-        if self._many_questions and hasattr(embedder, "expect_many"):
-            embedder.expect_many()
-        return embedder
+        return load_embedder(self._model or packaged_model(), for_indexing=for_indexing,
+                             many_questions=self._many_questions and not for_indexing)
 
     @contextmanager
     def _write_lock(self):
@@ -370,5 +369,8 @@ def _describe_layout(layout: dict, delta: int, removed: int) -> dict:
     info = {"kind": layout["kind"], "file": layout["file"], "base_vectors": layout["size"],
             "delta_vectors": delta, "removed_vectors": removed}
     if layout["kind"] == "ivf":
-        info.update(nlist=layout["nlist"], nprobe=layout["nprobe"], metric="inner product")
+        info.update(nlist=layout["nlist"], nprobe=layout["nprobe"], metric="inner product",
+                    codec=layout.get("codec", "flat"))
+        if layout.get("codec") == "sq8":
+            info["exact_vectors"] = list(exact_file_names(layout["file"]))
     return info

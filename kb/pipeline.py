@@ -323,7 +323,7 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
                 # files that are gone or changed again since.
                 store.prune_embeddings(since_run=(meta.get("published_run") or 0) + 1)
     _crash_point("committed")
-    _remove_unused_files(index_dir, keep={lexical, layout.file})
+    _remove_unused_files(index_dir, keep={lexical, *layout.files()})
     if gone or report.rebuilt:
         store.reclaim_space()
 

@@ -119,7 +119,8 @@ def info_text(info: dict) -> str:
     vectors = info.get("vector_index") or {}
     kind = vectors.get("kind", "")
     if kind == "ivf":
-        kind = f"IVF, exact vectors (nlist {vectors['nlist']}, nprobe {vectors['nprobe']})"
+        lists = "8-bit lists, re-scored exactly" if vectors.get("codec") == "sq8" else "float32 lists"
+        kind = f"IVF, {lists} (nlist {vectors['nlist']}, nprobe {vectors['nprobe']})"
     elif kind == "flat":
         kind = "exact (flat)"
     if vectors:

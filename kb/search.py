@@ -76,6 +76,7 @@ class _Candidate:
     char_end: int
     line_start: int
     line_end: int
+    parts: tuple[int, ...] = ()  # passage ids merged into this one, in merge order (itself first)
 
 
 def search(
@@ -108,7 +109,8 @@ def search(
         scored.append(_score(options, vectors, lexical, terms, query_vectors[n] if use_dense else None,
                              dense_lists[n], lexical_list))
 
-    passages = store.passages(sorted({i for s in scored for i in s}))
+    # Text is read only for the passages that become hits (below), not for every candidate.
+    passages = store.passages(sorted({i for s in scored for i in s}), text=False)
     results = []
     for scores in scored:
         candidates = []
@@ -118,7 +120,7 @@ def search(
                 continue
             _, dense, lex, fused = scores[pid]
             candidates.append(_Candidate(p, score, dense, lex, fused, p.text, p.char_start, p.char_end,
-                                         p.line_start, p.line_end))
+                                         p.line_start, p.line_end, (p.id,)))
         if options.merge_overlaps:
             candidates = merge_overlaps(candidates)
         if options.min_score is not None:
@@ -131,6 +133,8 @@ def search(
             candidates = _mmr(vectors, candidates, options.mmr, k)
         results.append(candidates[:k])
 
+    texts = store.texts(sorted({i for row in results for c in row for i in c.parts}))
+    results = [[_with_text(c, passages, texts) for c in row] for row in results]
     hits = [[_hit(rank, c, freshness(c.passage) == "stale") for rank, c in enumerate(row, start=1)] for row in results]
     if options.best_sentence:
         hits = best_sentences(questions, hits, lexical)
@@ -220,12 +224,29 @@ def merge_overlaps(candidates: list) -> list:
 
 
 def _union(a, b):
-    first, second = (a, b) if a.char_start <= b.char_start else (b, a)
-    text = first.text
-    if second.char_end > first.char_end:
-        text += second.text[first.char_end - second.char_start:]
-    return replace(a, text=text, char_start=first.char_start, char_end=max(a.char_end, b.char_end),
-                   line_start=min(a.line_start, b.line_start), line_end=max(a.line_end, b.line_end))
+    return replace(a, text=_join(a.text, a.char_start, a.char_end, b.text, b.char_start, b.char_end),
+                   char_start=min(a.char_start, b.char_start), char_end=max(a.char_end, b.char_end),
+                   line_start=min(a.line_start, b.line_start), line_end=max(a.line_end, b.line_end),
+                   parts=a.parts + b.parts)
+
+
+def _join(a: str, a_start: int, a_end: int, b: str, b_start: int, b_end: int) -> str:
+    """The text of two overlapping spans of one document, as one span."""
+    if b_start < a_start:
+        a, a_start, a_end, b, b_start, b_end = b, b_start, b_end, a, a_start, a_end
+    return a + b[a_end - b_start:] if b_end > a_end else a
+
+
+def _with_text(c: _Candidate, passages: dict[int, StoredPassage], texts: dict[int, tuple[str, str]]) -> _Candidate:
+    """The candidate with its text: its passages' texts joined as merge_overlaps joined their spans."""
+    first = passages[c.parts[0]]
+    text, start, end = texts[first.id][0], first.char_start, first.char_end
+    for pid in c.parts[1:]:
+        p = passages[pid]
+        text = _join(text, start, end, texts[pid][0], p.char_start, p.char_end)
+        start, end = min(start, p.char_start), max(end, p.char_end)
+    passage = replace(c.passage, text=texts[c.passage.id][0], context=texts[c.passage.id][1])
+    return replace(c, passage=passage, text=text)
 
 
 def _present(candidates: list, freshness: Freshness, wanted: int) -> list:

@@ -400,17 +400,28 @@ class Store:
                                "run `kb index --rebuild`")
         return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimension)
 
-    def passages(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
+    def passages(self, ids: Sequence[int], *, text: bool = True) -> dict[int, StoredPassage]:
+        """text=False: text and context left empty (a question ranks ~100 candidates by
+        their scores and reads the text of the few it keeps: see texts())."""
         if not len(ids):
             return {}
         marks = ",".join("?" * len(ids))
+        columns = "p.text, p.context" if text else "'', ''"
         rows = self.conn.execute(
-            "SELECT p.id, p.document_id, d.source, d.abspath, d.size, d.mtime_ns, p.text, p.context,"
+            f"SELECT p.id, p.document_id, d.source, d.abspath, d.size, d.mtime_ns, {columns},"
             " p.char_start, p.char_end, p.line_start, p.line_end, p.page, p.record"
             f" FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.id IN ({marks})",
             [int(i) for i in ids],
         )
         return {r[0]: StoredPassage(*r) for r in rows}
+
+    def texts(self, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """passage id -> (text, context)."""
+        if not len(ids):
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT id, text, context FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
+        return {r[0]: (r[1], r[2]) for r in rows}
 
 
 class _Transaction:

@@ -6,7 +6,10 @@ Vectors are unit length, so inner product is cosine similarity. Their truth is S
 A generation's vector index has three parts, so that a small change never rewrites a
 big file:
 - the base: a FAISS file, `vectors.<generation it was written in>.faiss`, opened with
-  memory mapping (the first answer reads only the lists it probes, not the whole file);
+  memory mapping (the first answer reads only the lists it probes, not the whole file).
+  An IVF base stores 8-bit codes (SQ8: a question scans a quarter of the bytes, 3.7 vs
+  7.0 ms at 1M passages) and keeps the exact float32 vectors beside it (kb.exact_vectors),
+  from which every candidate is re-scored: scores are exact cosines at any size;
 - the delta: passages added since the base was written (ids above its `max_id`), read
   from SQLite when the index is opened and searched exactly;
 - the removed: base passages deleted since, which FAISS skips while searching (so k
@@ -29,7 +32,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import exact_vectors
 from .errors import CorruptIndex, first_line
+from .exact_vectors import ExactVectors
 
 FLAT_MAX = 20_000  # passages up to which exact search is fastest (bench/ann.py)
 DELTA_MAX = 10_000  # passages added since the base before it is rewritten
@@ -38,6 +43,8 @@ TARGET_RECALL = 0.97  # recall@10 against exact search that nprobe is chosen for
 EXACT_FILTER_MAX = 5_000  # a path filter matching fewer passages is searched exactly
 PARALLEL_QUERIES = 16  # batches at least this big use every core
 SMALL_MAX = 2_000  # an exact index up to this size is searched with numpy: no FAISS import
+IVF_CODEC = "sq8"  # how an IVF base stores its lists: 8-bit scalar quantisation, one range per dimension
+RESCORE_FACTOR = 2  # an IVF search takes this many times k by approximate score, re-scored exactly
 
 Fetch = Callable[[np.ndarray], np.ndarray]  # passage ids -> their vectors, same order
 Rows = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # -> (ids, vectors) chunks
@@ -54,6 +61,18 @@ class VectorLayout:
     dimension: int
     nlist: int = 0  # IVF: lists (clusters)
     nprobe: int = 0  # IVF: lists searched per question
+    codec: str = "flat"  # IVF: "sq8" (with exact vectors beside it), or "flat" (float32 lists, kb before 0.2)
+
+    @property
+    def exact_file(self) -> bool:
+        """Whether exact vectors are kept beside the base (kb.exact_vectors)."""
+        return self.kind == "ivf" and self.codec == "sq8" and bool(self.file)
+
+    def files(self) -> list[str]:
+        """Every file of the base, in the index folder."""
+        if not self.file:
+            return []
+        return [self.file, *exact_vectors.file_names(self.file)] if self.exact_file else [self.file]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,11 +114,12 @@ class VectorIndex:
     """One generation's vectors, open for searching: base + delta - removed."""
 
     def __init__(self, layout: VectorLayout, base, delta_ids: np.ndarray, delta_vectors: np.ndarray,
-                 removed: np.ndarray, fetch: Fetch):
+                 removed: np.ndarray, fetch: Fetch, exact: ExactVectors | None = None):
         import faiss
 
         self.layout = layout
         self._base = base
+        self._exact = exact
         self._delta = faiss.IndexIDMap2(faiss.IndexFlatIP(layout.dimension))
         if len(delta_ids):
             self._delta.add_with_ids(np.ascontiguousarray(delta_vectors, dtype=np.float32), delta_ids)
@@ -117,7 +137,7 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, k)
         if allowed is not None and len(allowed) <= max(EXACT_FILTER_MAX, k):
-            return _exact(queries, allowed, self._fetch(allowed), k)
+            return _exact(queries, allowed, self.vectors(allowed), k)
         _threads(len(queries))
         parts = [self._search_base(queries, k, allowed)]
         if self._delta.ntotal:
@@ -130,8 +150,17 @@ class VectorIndex:
         return _merge(parts, k)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """The exact stored vectors of these passages."""
-        return self._fetch(np.asarray(ids, dtype=np.int64))
+        """The exact stored vectors of these passages (from beside the base, else SQLite)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._exact is None:
+            return self._fetch(ids)
+        found, at = self._exact.find(ids)
+        if found.all():
+            return np.asarray(self._exact.rows[at])
+        out = np.empty((len(ids), self.layout.dimension), np.float32)
+        out[found] = self._exact.rows[at]
+        out[~found] = self._fetch(ids[~found])
+        return out
 
     def _search_base(self, queries, k, allowed):
         import faiss
@@ -147,18 +176,32 @@ class VectorIndex:
             params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector)
         else:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
-        scores, ids = self._base.search(queries, min(k, self._base.ntotal), params=params)
-        if allowed is not None and self.layout.kind == "ivf" and (ids < 0).any():
+        wanted = min(k * (RESCORE_FACTOR if self._exact is not None else 1), self._base.ntotal)
+        scores, ids = self._base.search(queries, wanted, params=params)
+        if allowed is not None and self.layout.kind == "ivf" and (ids[:, : min(k, wanted)] < 0).any():
             # Too few of the allowed passages in the probed lists: search them exactly.
-            return _exact(queries, allowed, self._fetch(allowed), k)
+            return _exact(queries, allowed, self.vectors(allowed), k)
+        if self._exact is not None:
+            scores, ids = self._rescore(queries, ids, min(k, wanted))
         return scores, ids
+
+    def _rescore(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The approximate candidates ranked by their exact cosine, top k."""
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        out = np.full((len(queries), k), -1, np.int64)
+        for row, (query, found) in enumerate(zip(queries, ids)):
+            found = found[found >= 0]
+            exact = self._exact.rescore(query, found)
+            order = np.argsort(-exact, kind="stable")[:k]
+            scores[row, : len(order)], out[row, : len(order)] = exact[order], found[order]
+        return scores, out
 
     def describe(self) -> dict:
         """For `kb info`: the kind and its parameters."""
         info = {"kind": self.layout.kind, "vectors": self.size, "base": self.layout.size,
                 "delta": int(self._delta.ntotal), "removed": int(len(self._removed))}
         if self.layout.kind == "ivf":
-            info.update(nlist=self.layout.nlist, nprobe=self.layout.nprobe)
+            info.update(nlist=self.layout.nlist, nprobe=self.layout.nprobe, codec=self.layout.codec)
         return info
 
 
@@ -211,13 +254,15 @@ def open_index(index_dir: Path, layout: VectorLayout, delta: tuple[np.ndarray, n
         if len(ids) != layout.size + len(delta[0]) or (len(vectors) and vectors.shape[1] != layout.dimension):
             raise CorruptIndex("stored vectors do not match the vector index; run `kb index --rebuild`")
         return SmallIndex(layout, ids, vectors)
-    base = None
+    base = exact = None
     if layout.file:
         base = _read(index_dir / layout.file, mmap=layout.kind == "ivf")
         if base.d != layout.dimension:
             raise CorruptIndex(f"vector index {index_dir / layout.file} does not match its database; "
                                "run `kb index --rebuild`")
-    return VectorIndex(layout, base, delta[0], delta[1], removed, fetch)
+        if layout.exact_file:
+            exact = ExactVectors.open(index_dir, layout.file, layout.size, layout.dimension)
+    return VectorIndex(layout, base, delta[0], delta[1], removed, fetch, exact)
 
 
 def empty_rows(dimension: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,8 +281,8 @@ def needs_rewrite(layout: VectorLayout | None, live: int, delta: int, removed: i
     """Whether this generation must write a new base file (see module docstring)."""
     if layout is None or layout.kind == "flat":
         return True  # exact indexes are small: rewriting is cheaper than keeping a delta
-    if kind_for(live, setting, layout.kind) != layout.kind:
-        return True
+    if kind_for(live, setting, layout.kind) != layout.kind or layout.codec != IVF_CODEC:
+        return True  # another kind, or lists an older kb wrote
     return delta > DELTA_MAX or removed > REMOVED_MAX * max(layout.size, 1) or nlist_for(live) > 2 * layout.nlist
 
 
@@ -247,7 +292,8 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
 
     live and max_id: how many passages the index holds and the largest id. An IVF base
     whose lists still suit the index size is updated (removed taken out, delta added)
-    rather than rebuilt: no re-training, no re-assigning the base.
+    rather than rebuilt: no re-training, no re-assigning the base. An IVF base's exact
+    vectors are written beside it (kb.exact_vectors), before the caller commits.
     """
     import faiss
 
@@ -258,28 +304,53 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
         for ids, vectors in rows():
             index.add_with_ids(vectors, ids)
-        kind, nlist, nprobe = "flat", 0, 0
-    elif previous is not None and previous.kind == "ivf" and previous.file and nlist_for(live) <= 2 * previous.nlist:
+        _check_size(index, live)
+        write(index, index_dir / name)
+        return VectorLayout("flat", name, max_id, int(index.ntotal), dimension)
+    if previous is not None and previous.exact_file and nlist_for(live) <= 2 * previous.nlist:
         index = _read(index_dir / previous.file, mmap=False)
         if len(removed):
             index.remove_ids(faiss.IDSelectorBatch(removed))
-        for ids, vectors in delta():
-            index.add_with_ids(vectors, ids)
-        kind, nlist, nprobe = "ivf", previous.nlist, previous.nprobe
+        nlist, nprobe = previous.nlist, previous.nprobe
+        kept = ExactVectors.open(index_dir, previous.file, previous.size, dimension)
+        exact = _kept_then(kept, removed, _adding(index, delta()))
     else:
-        nlist = nlist_for(live)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, nlist, faiss.METRIC_INNER_PRODUCT)
+        nlist, nprobe = nlist_for(live), nprobe_for(nlist_for(live))
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dimension), dimension, nlist,
+                                              faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        index.by_residual = False  # codes of the vectors themselves: the scan is one pass over bytes
         index.cp.niter = 10  # k-means iterations: recall was flat beyond 10 (bench/ann.py)
         index.cp.min_points_per_centroid = 1  # nlist_for keeps 39+ per list; small forced indexes: no stderr warning
         index.train(_training_sample(rows, live, 64 * nlist))
-        for ids, vectors in rows():
-            index.add_with_ids(vectors, ids)
-        kind, nprobe = "ivf", nprobe_for(nlist)
+        exact = _adding(index, rows())
+    # One pass: each chunk goes into the lists and, as it is, into the exact file.
+    exact_vectors.write(index_dir, name, exact, live, dimension)
+    _check_size(index, live)
+    write(index, index_dir / name)
+    return VectorLayout("ivf", name, max_id, int(index.ntotal), dimension, nlist, nprobe, IVF_CODEC)
+
+
+def _check_size(index, live: int) -> None:
     if index.ntotal != live:
         raise CorruptIndex(f"the vector index would hold {index.ntotal} vectors for {live} passages; "
                            "run `kb index --rebuild`")
-    write(index, index_dir / name)
-    return VectorLayout(kind, name, max_id, int(index.ntotal), dimension, nlist, nprobe)
+
+
+def _adding(index, chunks: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The chunks as they come, each added to the index on the way."""
+    for ids, vectors in chunks:
+        index.add_with_ids(vectors, ids)
+        yield ids, vectors
+
+
+def _kept_then(kept: ExactVectors, removed: np.ndarray, delta: Iterator[tuple[np.ndarray, np.ndarray]],
+               chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The previous base's exact vectors less the removed, then the delta's (larger ids)."""
+    for at in range(0, len(kept.ids), chunk):
+        ids = np.asarray(kept.ids[at : at + chunk])
+        keep = ~np.isin(ids, removed) if len(removed) else slice(None)
+        yield ids[keep], np.asarray(kept.rows[at : at + chunk])[keep]
+    yield from delta
 
 
 def _steady_malloc() -> None:

@@ -111,6 +111,7 @@ def test_many_questions_get_the_same_kernels_from_the_first(model, onnx, article
     enough to move a rounded score): a server or a stream of questions prepacks before its
     first answer, so a question's scores never depend on whether it came first."""
     import kb.knowledge_base
+    import kb.onnx_embedder
     from kb import KnowledgeBase
     from kb.onnx_embedder import OnnxEmbedder
 
@@ -120,12 +121,21 @@ def test_many_questions_get_the_same_kernels_from_the_first(model, onnx, article
     lazy.expect_many()
     assert np.array_equal(lazy.embed(texts), packed)
 
-    loaded = []
-    monkeypatch.setattr(kb.knowledge_base, "load_embedder", lambda m, **kw: loaded.append(
-        OnnxEmbedder(m, onnx.path, prepack=None, threads=2, workers=1)) or loaded[-1])
+    # The knowledge base asks for such a model, loaded prepacked (one session, not two).
+    load_embedder = kb.knowledge_base.load_embedder
+    asked = []
+    monkeypatch.setattr(kb.knowledge_base, "load_embedder", lambda m, **kw: asked.append(kw) or load_embedder(m, **kw))
     KnowledgeBase(article_index, many_questions=True).ask(texts[0], k=1)
     KnowledgeBase(article_index).ask(texts[0], k=1)
-    assert [e._prepack_later for e in loaded] == [False, True]  # readied before the first answer; or not
+    assert [kw["many_questions"] for kw in asked] == [True, False]
+    sessions = []
+    session = kb.onnx_embedder._session
+    monkeypatch.setattr(kb.onnx_embedder, "_session", lambda *a, **kw: sessions.append(a) or session(*a, **kw))
+    many = OnnxEmbedder(model, onnx.path, prepack=True, threads=2, workers=1)  # what many_questions loads
+    assert np.array_equal(many.embed(texts), packed) and len(sessions) == 1
+    from kb.embedding import _prepack
+
+    assert (_prepack(False, True), _prepack(True, False), _prepack(False, False)) == (True, True, None)
 
 
 def test_progress_counts_every_text(model, onnx):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -117,6 +118,7 @@ class _C:
     char_end: int
     line_start: int
     line_end: int
+    parts: tuple = ()
 
 
 def test_merge_overlaps_unions_the_citation():
@@ -134,6 +136,34 @@ def test_merge_overlaps_unions_the_citation():
     assert (top.char_start, top.char_end, top.score) == (8, 33, 0.9)
     assert top.text == source[8:33]
     assert (top.line_start, top.line_end) == (2, 3)
+
+
+def test_a_merged_hit_read_without_text_gets_the_same_text_afterwards():
+    """A question merges candidates by their spans alone and reads text only for its hits:
+    joined afterwards, in merge order, the text is what merging the texts gives."""
+    from kb.search import _Candidate, _with_text
+    from kb.store import StoredPassage
+
+    source = "".join(f"word{i:03d} " for i in range(200))
+    rng = random.Random(7)
+    for _ in range(300):
+        spans = []
+        for pid in range(1, rng.randint(2, 7)):
+            a = rng.randrange(0, len(source) - 40)
+            spans.append((pid, a, rng.randint(a + 1, min(len(source), a + 300))))
+        stored = {pid: StoredPassage(pid, 1, "s", "/s", 1, 1, source[a:b], f"ctx{pid}", a, b, 1, 1, None, None)
+                  for pid, a, b in spans}
+
+        def candidates(with_text):
+            return [_Candidate(p, 1.0 - n / 10, None, None, None, p.text if with_text else "", p.char_start,
+                               p.char_end, 1, 1, (p.id,)) for n, p in enumerate(stored.values())]
+
+        merged = merge_overlaps(candidates(True))
+        texts = {pid: (p.text, p.context) for pid, p in stored.items()}
+        later = [_with_text(c, stored, texts) for c in merge_overlaps(candidates(False))]
+        assert [(c.text, c.char_start, c.char_end, c.passage.context) for c in later] == \
+               [(c.text, c.char_start, c.char_end, c.passage.context) for c in merged]
+        assert all(c.text == source[c.char_start:c.char_end] for c in later)
 
 
 def test_min_score_drops_weak_hits(article_kb):

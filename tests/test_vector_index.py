@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kb import KnowledgeBase, vector_index
@@ -72,7 +73,43 @@ def test_ivf_agrees_with_exact_search(docs, exact, tmp_path, embedder, small_thr
     assert recall(top_ids(index_dir), top_ids(exact)) >= 0.97
     scores = [h.score for h in KnowledgeBase(index_dir).ask(QUESTIONS[0], k=5, mode="dense")]
     exact_scores = [h.score for h in KnowledgeBase(exact).ask(QUESTIONS[0], k=5, mode="dense")]
-    assert scores == pytest.approx(exact_scores, abs=1e-5)  # IVF-Flat scores are exact cosines
+    assert scores == pytest.approx(exact_scores, abs=1e-5)  # 8-bit lists, but re-scored: exact cosines
+
+
+def test_an_index_with_float32_lists_from_an_older_kb_answers_and_is_upgraded(docs, exact, tmp_path, embedder,
+                                                                              small_threshold):
+    import faiss
+
+    from kb.store import Store
+
+    folder = tmp_path / "docs"
+    shutil.copytree(docs, folder)
+    index_dir = tmp_path / "index"
+    KnowledgeBase(index_dir, embedder=embedder).index([folder])
+    # Rewrite its base as kb 0.1 wrote it: IVF with float32 lists, no exact vectors beside it.
+    store = Store(index_dir / "kb.sqlite", create=True)
+    layout = store.get_meta("vectors")
+    ids = np.array([r[0] for r in store.conn.execute("SELECT id FROM passages ORDER BY id")], np.int64)
+    vectors = store.vectors(ids, 384)
+    old = faiss.IndexIVFFlat(faiss.IndexFlatIP(384), 384, 16, faiss.METRIC_INNER_PRODUCT)
+    old.train(vectors)
+    old.add_with_ids(vectors, ids)
+    faiss.write_index(old, str(index_dir / layout["file"]))
+    for name in KnowledgeBase(index_dir).info()["vector_index"]["exact_vectors"]:
+        (index_dir / name).unlink()
+    del layout["codec"]
+    with store.transaction():
+        store.set_meta("vectors", layout)
+    store.close()
+
+    info = KnowledgeBase(index_dir).info()["vector_index"]
+    assert info["codec"] == "flat" and "exact_vectors" not in info
+    assert recall(top_ids(index_dir), top_ids(exact)) >= 0.97
+    # The next run that changes anything writes the base anew, with 8-bit lists.
+    (folder / "kettles.txt").write_text("Descale the kettle monthly with white vinegar.", encoding="utf-8")
+    KnowledgeBase(index_dir, embedder=embedder).index([folder])
+    assert_exact_vectors_match_the_store(index_dir)
+    assert KnowledgeBase(index_dir).ask("limescale in a kettle", k=1)[0].source.endswith("kettles.txt")
 
 
 def test_ivf_follows_adds_deletes_and_compaction(docs, exact, tmp_path, embedder, small_threshold, monkeypatch):
@@ -109,7 +146,25 @@ def test_ivf_follows_adds_deletes_and_compaction(docs, exact, tmp_path, embedder
     assert info["base_vectors"] == kb.info()["passages"]
     after = top_ids(index_dir, k=5)
     assert recall(after, before) >= 0.97
-    assert sorted(p.name for p in index_dir.glob("vectors.*")) == [info["file"]]
+    assert sorted(p.name for p in index_dir.glob("vectors.*")) == sorted([info["file"], *info["exact_vectors"]])
+    assert_exact_vectors_match_the_store(index_dir)
+
+
+def assert_exact_vectors_match_the_store(index_dir):
+    """The float32 rows beside an IVF base are SQLite's vectors of exactly its passages."""
+    from kb.exact_vectors import ExactVectors
+    from kb.store import Store
+
+    info = KnowledgeBase(index_dir).info()["vector_index"]
+    assert info["kind"] == "ivf" and info["codec"] == "sq8"
+    exact = ExactVectors.open(index_dir, info["file"], info["base_vectors"], 384)
+    store = Store(index_dir / "kb.sqlite")
+    try:
+        ids = [r[0] for r in store.conn.execute("SELECT id FROM passages ORDER BY id")]
+        assert list(exact.ids) == ids
+        assert np.array_equal(np.asarray(exact.rows), store.vectors(ids, 384))
+    finally:
+        store.close()
 
 
 def test_switching_kind_across_the_threshold_keeps_answers(docs, exact, tmp_path, embedder, monkeypatch):
@@ -169,9 +224,15 @@ def test_the_vector_file_is_memory_mapped_not_read(docs, tmp_path, embedder, sma
 
     from kb.vector_index import _read
 
-    base = kb._open_reader().vectors._base
-    assert isinstance(base, faiss.IndexIVFFlat)
-    path = index_dir / kb.info()["vector_index"]["file"]
+    vectors = kb._open_reader().vectors
+    base = vectors._base
+    assert isinstance(base, faiss.IndexIVFScalarQuantizer) and not base.by_residual
+    info = kb.info()["vector_index"]
+    path = index_dir / info["file"]
+    # The exact vectors beside it are mapped too.
+    maps = Path("/proc/self/maps").read_text()
+    assert all(str(index_dir / name) in maps for name in info["exact_vectors"])
+    assert isinstance(vectors._exact.rows, np.memmap) and isinstance(vectors._exact.ids, np.memmap)
     # Lists are views of the mapped file, not copies in memory (as a full read makes).
     lists = faiss.downcast_InvertedLists(base.invlists)
     assert isinstance(lists, faiss.ArrayInvertedLists)  # not OnDiskInvertedLists: no per-list locks
@@ -227,3 +288,20 @@ def test_a_small_index_is_searched_without_faiss_and_agrees_with_it(article_inde
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
     assert [h.char_start for h in filtered] == [h.char_start for h in want[0]]
     assert small.ask("who is striking?", k=5, mode="dense", paths=["nothing/*"], min_score=None) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_exact_vectors_are_refused_and_a_rebuild_recovers(docs, tmp_path, embedder, small_threshold, damage):
+    from kb.errors import CorruptIndex
+
+    index_dir = tmp_path / "index"
+    KnowledgeBase(index_dir, embedder=embedder).index([docs])
+    rows = index_dir / KnowledgeBase(index_dir).info()["vector_index"]["exact_vectors"][1]
+    if damage == "truncate":
+        rows.write_bytes(rows.read_bytes()[: rows.stat().st_size // 2])
+    else:
+        rows.unlink()
+    with pytest.raises(CorruptIndex, match="kb index --rebuild"):
+        KnowledgeBase(index_dir, embedder=embedder).ask(QUESTIONS[0], k=3)
+    KnowledgeBase(index_dir, embedder=embedder).index([docs], rebuild=True)
+    assert_exact_vectors_match_the_store(index_dir)
