@@ -139,6 +139,19 @@ def test_usable_by_keyboard_alone(page, server):
     expect(page.locator("#q")).to_have_value("When is the first strike?")
 
 
+def test_typing_while_the_page_loads_is_kept(page, server):
+    """The question box has focus at once; a slow /info (a busy server) must not wipe
+    what was typed meanwhile (it once did: the form was filled after /info answered)."""
+    held = []
+    page.route("**/info", lambda route: held.append(route))
+    page.goto(server.url)
+    page.keyboard.type("When is the first strike?")
+    assert held  # /info has not answered yet
+    held[0].continue_()
+    expect(page.locator("#index-info")).to_contain_text("passages")
+    expect(page.locator("#q")).to_have_value("When is the first strike?")
+
+
 def test_readable_at_phone_width(browser, server):
     context = browser.new_context(viewport={"width": 375, "height": 740}, device_scale_factor=2, is_mobile=True,
                                   has_touch=True)

@@ -184,15 +184,17 @@ dialog.addEventListener("click", (event) => { if (event.target === dialog) dialo
 
 // -- start -----------------------------------------------------------------------------------
 async function start() {
+  // The form comes from the link before anything is awaited: the question box has focus
+  // from the start, and what someone types while /info loads must not be overwritten.
+  const params = new URLSearchParams(location.search);
+  if (location.search) fillForm(params);
+  if (params.get("q")) ask(params);
   try {
     const info = await api("/info");
     $("index-info").textContent = `${info.documents} documents, ${info.passages} passages`;
   } catch (error) {
     $("index-info").textContent = error.message;
   }
-  const params = new URLSearchParams(location.search);
-  fillForm(params);
-  if (params.get("q")) ask(params);
 }
 
 start();
