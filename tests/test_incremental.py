@@ -187,21 +187,32 @@ def test_a_long_lived_knowledge_base_answers_from_each_new_generation(folder, tm
     assert not any("kettle" in h.source for h in reader.ask("kettle limescale vinegar", k=5, mode="lexical"))
 
 
-def test_a_question_reads_one_generation_even_when_a_run_commits_during_it(folder, tmp_path, counting, monkeypatch):
-    """The vector and lexical files of generation N and SQLite rows of N+1 never mix."""
-    from kb.lexical import LexicalIndex
-
+def a_reader_and_one_pending_run(folder, tmp_path, counting):
+    """A long-lived reader that has answered from an index, kettle.txt changed since, and
+    run(): another writer's `kb index`, done the first time it is called (its report in runs)."""
     index_dir = tmp_path / "index"
     KnowledgeBase(index_dir, embedder=counting).index([folder])
     reader = KnowledgeBase(index_dir, embedder=counting)
     assert "vinegar" in reader.ask("How do I descale a kettle?", k=1)[0].text
     (folder / "kettle.txt").write_text("Kettles switch off by themselves once the water boils.", encoding="utf-8")
-    search = LexicalIndex.search
     runs = []
 
-    def search_while_a_run_commits(self, *args, **kwargs):
+    def run():
         if not runs:
             runs.append(KnowledgeBase(index_dir, embedder=counting).index([folder]))
+
+    return reader, runs, run
+
+
+def test_a_question_reads_one_generation_even_when_a_run_commits_during_it(folder, tmp_path, counting, monkeypatch):
+    """The vector and lexical files of generation N and SQLite rows of N+1 never mix."""
+    from kb.lexical import LexicalIndex
+
+    reader, runs, run = a_reader_and_one_pending_run(folder, tmp_path, counting)
+    search = LexicalIndex.search
+
+    def search_while_a_run_commits(self, *args, **kwargs):
+        run()
         return search(self, *args, **kwargs)
 
     monkeypatch.setattr(LexicalIndex, "search", search_while_a_run_commits)
@@ -216,18 +227,12 @@ def test_a_run_committing_between_the_reader_check_and_the_question_is_answered_
     """The window a hammered server hit: a commit lands after the reader was found current
     and before the question's snapshot begins. The question must retry on the new
     generation, not fail (it once closed the connection its own snapshot still held)."""
-    index_dir = tmp_path / "index"
-    KnowledgeBase(index_dir, embedder=counting).index([folder])
-    reader = KnowledgeBase(index_dir, embedder=counting)
-    assert "vinegar" in reader.ask("How do I descale a kettle?", k=1)[0].text
-    (folder / "kettle.txt").write_text("Kettles switch off by themselves once the water boils.", encoding="utf-8")
+    reader, runs, run = a_reader_and_one_pending_run(folder, tmp_path, counting)
     open_reader = KnowledgeBase._open_reader
-    runs = []
 
     def open_then_a_run_commits(self):
         opened = open_reader(self)
-        if not runs:
-            runs.append(KnowledgeBase(index_dir, embedder=counting).index([folder]))
+        run()
         return opened
 
     monkeypatch.setattr(KnowledgeBase, "_open_reader", open_then_a_run_commits)
