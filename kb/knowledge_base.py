@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from .documents import DEFAULT_MAX_FILE_SIZE, discover
 from .embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
-from .exact_vectors import file_names as exact_file_names
 from .hits import Hit
 from .lexical import LexicalIndex
 from .model import ModelFiles, packaged_model, recorded_variant
@@ -369,8 +368,8 @@ def _describe_layout(layout: dict, delta: int, removed: int) -> dict:
     info = {"kind": layout["kind"], "file": layout["file"], "base_vectors": layout["size"],
             "delta_vectors": delta, "removed_vectors": removed}
     if layout["kind"] == "ivf":
-        info.update(nlist=layout["nlist"], nprobe=layout["nprobe"], metric="inner product",
-                    codec=layout.get("codec", "flat"))
-        if layout.get("codec") == "sq8":
-            info["exact_vectors"] = list(exact_file_names(layout["file"]))
+        described = VectorLayout.from_dict(layout)
+        info.update(nlist=described.nlist, nprobe=described.nprobe, metric="inner product", codec=described.codec)
+        if described.exact_file:
+            info["exact_vectors"] = described.files()[1:]
     return info
