@@ -48,7 +48,7 @@ def pick(method, question, text, spans, lexical, pieces, embedder, question_vect
     if len(spans) == 1:
         return 0
     if method == "default":
-        return _Query(question, pieces).best(text, spans, lexical.idf)
+        return _Query(question, pieces, lexical.idf).best([text], [spans])[0]
     sentences = [text[a:b] for a, b in spans]
     evidence = _evidence(question, sentences, lexical)
     if method == "terms":

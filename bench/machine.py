@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import platform
 import sqlite3
+import sys
 from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
 
 PACKAGES = ("kb", "numpy", "faiss-cpu", "tantivy", "onnxruntime", "tokenizers", "torch", "sentence-transformers",
             "ranx", "bm25s")
@@ -28,3 +32,22 @@ def describe() -> dict:
 
 def line() -> str:
     return " ".join(f"{k}={v}" for k, v in describe().items())
+
+
+def byte_compile_kb() -> str:
+    """Make sure kb's own modules are byte-compiled, as `pip install` leaves an installed
+    package, before any process is timed.
+
+    An editable install has no .pyc files until Python writes them at first import, and
+    with PYTHONDONTWRITEBYTECODE set (some containers and CI images set it) it never
+    does: every process would then compile all of kb from source, ~0.1 s of a cold
+    `kb ask` that no installed kb pays. Returns a line saying what was found.
+    """
+    spec = find_spec("kb")
+    folder = Path(spec.origin).parent if spec and spec.origin else None
+    if folder is None:
+        return "kb: not found"
+    compiled = compileall.compile_dir(str(folder), quiet=2)
+    suppressed = "set" if sys.flags.dont_write_bytecode else "not set"
+    return (f"kb's modules byte-compiled in {folder}{'' if compiled else ' (some failed)'}; "
+            f"PYTHONDONTWRITEBYTECODE {suppressed}")

@@ -14,8 +14,9 @@ one warm-up each, the median of --runs:
 
     .venv/bin/python bench/query_latency.py [CORPUS] [--runs 7] [--question "..."]
 
-Targets from the issues: kb ask <= 0.5 s and <= 0.12x the bare import; cold kb ask
-(without the highlighting the lead is replacing) <= 0.30 s.
+Targets from the issues: kb ask <= 0.12x the bare import; a cold kb ask on the shipped
+article <= 0.30 s (issue 8: highlighting included). kb's own modules are byte-compiled
+first, as an installed package has them (see machine.byte_compile_kb).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+
+from machine import byte_compile_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -186,6 +189,7 @@ def main() -> None:
         onnx_ids = [h["passage_id"] for h in json.loads(timed(dense, env)[1])["results"]]
         plain_ids = json.loads(timed(plain, env)[1])
         print(machine_report())
+        print(byte_compile_kb())
         commands = {
             "kb ask --json (onnx)": (ask, env),
             "kb ask --json --no-highlight": (ask + ["--no-highlight"], env),
@@ -225,7 +229,7 @@ def main() -> None:
     print(f"  kb ask --no-highlight / import:        {bare / imp:.3f}x")
     print(f"  kb ask / plain script:                 {kb_ask / plain_s:.3f}x ({plain_s / kb_ask:.1f}x faster)")
     print(f"  kb ask / kb ask on torch:              {kb_ask / kb_torch:.3f}x")
-    print(f"  kb ask {kb_ask:.3f} s (target <= 0.5 s): {'met' if kb_ask <= 0.5 else 'NOT met'}")
+    print(f"  kb ask {kb_ask:.3f} s (target <= 0.30 s): {'met' if kb_ask <= 0.30 else 'NOT met'}")
     print(f"  kb ask --no-highlight {bare:.3f} s (target <= 0.30 s): {'met' if bare <= 0.30 else 'NOT met'}")
     print(f"  kb ask {' '.join(dense[8:]) or '(dense)'} gives the plain script's top-{args.k}: {'yes' if onnx_ids == plain_ids else 'NO'}")
     print(f"  load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -219,6 +219,7 @@ def main() -> None:
 
     load_embedder(packaged_model())  # the ONNX export every `kb ask` below uses
     print(machine.line())
+    print(machine.byte_compile_kb())
     work = Path(args.work) if args.work else cache_dir() / "bench" / "scale"
     docs = Path(args.docs)
     counts = passage_counts(source_files(docs), work)

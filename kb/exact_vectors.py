@@ -32,8 +32,9 @@ class ExactVectors:
     """Sorted passage ids and their float32 rows, both memory-mapped."""
 
     def __init__(self, ids: np.ndarray, rows: np.ndarray):
-        self.ids = ids
-        self.rows = rows
+        # Plain views of the maps: np.memmap's indexing goes through slow Python.
+        self.ids = np.asarray(ids)
+        self.rows = np.asarray(rows)
 
     @classmethod
     def open(cls, index_dir: Path, base_file: str, size: int, dimension: int) -> "ExactVectors":

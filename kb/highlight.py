@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
@@ -44,39 +45,37 @@ def best_sentences(questions: Sequence[str], hits: Sequence[Sequence[Hit]], lexi
     pieces.learn([h.text for row in hits for h in row])
     out = []
     for question, row in zip(questions, hits):
-        query = _Query(question, pieces)
-        new_row = []
-        for h in row:
-            spans = sentence_spans(h.text)
-            if not spans:
-                new_row.append(h)
-                continue
-            a, b = spans[query.best(h.text, spans, lexical.idf)]
-            new_row.append(replace(h, sentence_start=h.char_start + a, sentence_end=h.char_start + b))
-        out.append(new_row)
+        query = _Query(question, pieces, lexical.idf)
+        spans = [sentence_spans(h.text) for h in row]
+        best = query.best([h.text for h in row], spans)
+        out.append([h if not s else replace(h, sentence_start=h.char_start + s[i][0], sentence_end=h.char_start + s[i][1])
+                    for h, s, i in zip(row, spans, best)])
     return out
 
 
 class _Query:
-    def __init__(self, question: str, pieces: "WordPieces"):
-        self.terms = query_terms(question)
+    def __init__(self, question: str, pieces: "WordPieces", idf: Idf):
+        terms = query_terms(question)
+        self.weights = {t: idf(t) for t in terms}
         self.prefixes = _prefixes(question) - _STOP_PREFIXES
         self.pieces = pieces
         self.vectors = pieces.vectors(pieces.content_ids(question))
 
-    def best(self, text: str, spans: Sequence[tuple[int, int]], idf: Idf) -> int:
-        """Index of the best-answering sentence among spans of text."""
-        if len(spans) == 1:
-            return 0
-        sentences = [self.pieces.words(text[a:b]) for a, b in spans]
-        soft = self.pieces.max_similarity(self.vectors, [s.ids for s in sentences])
-        weights = {t: idf(t) for t in self.terms}
-        total = sum(weights.values()) or 1.0
-        scores = []
-        for sentence, similarity in zip(sentences, soft):
-            evidence = sum(w for t, w in weights.items() if t in sentence.terms) / total
-            scores.append((WEIGHT * similarity + (1 - WEIGHT) * evidence, len(self.prefixes & sentence.prefixes)))
-        return max(range(len(spans)), key=lambda i: (scores[i], -i))
+    def best(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[int]:
+        """Per text, the index of its best-answering sentence among its spans (0 if it has
+        none or one). All the texts' sentences are compared with the question at once."""
+        several = [n for n, s in enumerate(spans) if len(s) > 1]
+        sentences = [[self.pieces.words(texts[n][a:b]) for a, b in spans[n]] for n in several]
+        soft = iter(self.pieces.max_similarity(self.vectors, [s.ids for row in sentences for s in row]))
+        total = sum(self.weights.values()) or 1.0
+        best = [0] * len(texts)
+        for n, row in zip(several, sentences):
+            scores = []
+            for sentence, similarity in zip(row, soft):
+                evidence = sum(w for t, w in self.weights.items() if t in sentence.terms) / total
+                scores.append((WEIGHT * similarity + (1 - WEIGHT) * evidence, len(self.prefixes & sentence.prefixes)))
+            best[n] = max(range(len(row)), key=lambda i: (scores[i], -i))
+        return best
 
 
 class _Words(NamedTuple):
@@ -130,12 +129,16 @@ class WordPieces:
         fraction of tokenising each sentence again (0.4 vs 1.2-2 ms per question's hits).
         """
         chunks = text.lower().split()
-        read = self._read(chunks)
+        cache = self._chunks
+        try:
+            read = [cache[c] for c in chunks]  # all there when learn() saw the text
+        except KeyError:
+            known = self._read(chunks)
+            read = [known[c] for c in chunks]
         ids: list[int] = []
         found: set[str] = set()
         prefixes: set[str] = set()
-        for chunk in chunks:
-            words = read[chunk]
+        for words in read:
             ids += words.ids
             found |= words.terms
             prefixes |= words.prefixes
@@ -165,10 +168,12 @@ class WordPieces:
         lengths = [len(ids) for ids in sentences]
         if not len(query) or not sum(lengths):
             return [0.0] * len(sentences)
-        ids = np.fromiter((i for s in sentences for i in s), dtype=np.int64, count=sum(lengths))
-        # query pieces x all sentence pieces; einsum, not BLAS: a small product must not
-        # wake a pool of BLAS threads (on a busy machine that cost 40x the product).
-        similarity = np.einsum("ij,kj->ik", query, self.vectors(ids))
+        ids = np.array(list(chain.from_iterable(sentences)), dtype=np.int64)
+        # query pieces x each distinct sentence piece (about half of them repeat), then
+        # spread to every position; einsum, not BLAS: a small product must not wake a pool
+        # of BLAS threads (on a busy machine that cost 40x the product).
+        distinct, position = np.unique(ids, return_inverse=True)
+        similarity = np.einsum("ij,kj->ik", query, self.vectors(distinct))[:, position]
         filled = [n for n, length in enumerate(lengths) if length]
         starts = np.cumsum([0, *lengths[:-1]])[filled]
         # Each sentence's best match per query piece (one reduction over all sentences), averaged.

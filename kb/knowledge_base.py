@@ -28,7 +28,7 @@ from .lexical import LexicalIndex
 from .model import ModelFiles, packaged_model, recorded_variant
 from .passages import ChunkSettings
 from .search import DEFAULT_MODE, SearchOptions, search
-from .store import Store, StoredPassage
+from .store import Store, StoredDocument
 from .vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
 from .vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index
 
@@ -340,7 +340,7 @@ class _Freshness:
     def __init__(self):
         self._seen: dict[str, str] = {}
 
-    def check(self, p: StoredPassage) -> str:
+    def check(self, p: StoredDocument) -> str:
         if p.abspath not in self._seen:
             try:
                 st = os.stat(p.abspath)

@@ -23,7 +23,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -117,16 +117,11 @@ class StoredDocument:
     sha256: str
 
 
-@dataclass(frozen=True)
-class StoredPassage:
+class PassageSpan(NamedTuple):
+    """Where a passage sits in its document (a tuple: a question reads ~100 of them)."""
+
     id: int
     document_id: int
-    source: str
-    abspath: str
-    size: int
-    mtime_ns: int
-    text: str
-    context: str
     char_start: int
     char_end: int
     line_start: int
@@ -400,20 +395,26 @@ class Store:
                                "run `kb index --rebuild`")
         return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimension)
 
-    def passages(self, ids: Sequence[int], *, text: bool = True) -> dict[int, StoredPassage]:
-        """text=False: text and context left empty (a question ranks ~100 candidates by
-        their scores and reads the text of the few it keeps: see texts())."""
+    def spans(self, ids: Sequence[int]) -> dict[int, PassageSpan]:
+        """Where these passages sit, without their text or their document's row: a question
+        ranks and merges ~100 candidates by these, then reads the rest for the few it keeps
+        (documents_by_id, texts). One table, no join: about half the time of reading both."""
         if not len(ids):
             return {}
         marks = ",".join("?" * len(ids))
-        columns = "p.text, p.context" if text else "'', ''"
         rows = self.conn.execute(
-            f"SELECT p.id, p.document_id, d.source, d.abspath, d.size, d.mtime_ns, {columns},"
-            " p.char_start, p.char_end, p.line_start, p.line_end, p.page, p.record"
-            f" FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.id IN ({marks})",
-            [int(i) for i in ids],
-        )
-        return {r[0]: StoredPassage(*r) for r in rows}
+            "SELECT id, document_id, char_start, char_end, line_start, line_end, page, record"
+            f" FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
+        return {r[0]: PassageSpan(*r) for r in rows}
+
+    def documents_by_id(self, ids: Iterable[int]) -> dict[int, StoredDocument]:
+        wanted = [int(i) for i in ids]
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self.conn.execute(
+            f"SELECT id, abspath, source, size, mtime_ns, sha256 FROM documents WHERE id IN ({marks})", wanted)
+        return {r[0]: StoredDocument(*r) for r in rows}
 
     def texts(self, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
         """passage id -> (text, context)."""

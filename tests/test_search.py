@@ -142,7 +142,7 @@ def test_a_merged_hit_read_without_text_gets_the_same_text_afterwards():
     """A question merges candidates by their spans alone and reads text only for its hits:
     joined afterwards, in merge order, the text is what merging the texts gives."""
     from kb.search import _Candidate, _with_text
-    from kb.store import StoredPassage
+    from kb.store import PassageSpan
 
     source = "".join(f"word{i:03d} " for i in range(200))
     rng = random.Random(7)
@@ -151,18 +151,17 @@ def test_a_merged_hit_read_without_text_gets_the_same_text_afterwards():
         for pid in range(1, rng.randint(2, 7)):
             a = rng.randrange(0, len(source) - 40)
             spans.append((pid, a, rng.randint(a + 1, min(len(source), a + 300))))
-        stored = {pid: StoredPassage(pid, 1, "s", "/s", 1, 1, source[a:b], f"ctx{pid}", a, b, 1, 1, None, None)
-                  for pid, a, b in spans}
+        stored = {pid: PassageSpan(pid, 1, a, b, 1, 1, None, None) for pid, a, b in spans}
+        texts = {pid: (source[a:b], f"ctx{pid}") for pid, a, b in spans}
 
         def candidates(with_text):
-            return [_Candidate(p, 1.0 - n / 10, None, None, None, p.text if with_text else "", p.char_start,
+            return [_Candidate(p, 1.0 - n / 10, None, None, None, texts[p.id][0] if with_text else "", p.char_start,
                                p.char_end, 1, 1, (p.id,)) for n, p in enumerate(stored.values())]
 
         merged = merge_overlaps(candidates(True))
-        texts = {pid: (p.text, p.context) for pid, p in stored.items()}
         later = [_with_text(c, stored, texts) for c in merge_overlaps(candidates(False))]
-        assert [(c.text, c.char_start, c.char_end, c.passage.context) for c in later] == \
-               [(c.text, c.char_start, c.char_end, c.passage.context) for c in merged]
+        assert [(c.text, c.char_start, c.char_end, c.passage.id) for c in later] == \
+               [(c.text, c.char_start, c.char_end, c.passage.id) for c in merged]
         assert all(c.text == source[c.char_start:c.char_end] for c in later)
 
 
@@ -268,6 +267,36 @@ def test_highlighting_calls_no_model(article_index, embedder):
     rows = kb.ask_many(questions, k=3)
     assert calls == [questions]
     assert all(h.sentence_start is not None for row in rows for h in row)
+
+
+def test_the_lexical_top_k_runs_beside_the_embedding(article_index, embedder):
+    """A hybrid question's tantivy top k does not wait for the question's embedding: the
+    embedding here returns only once the lexical search has run (on another thread), and
+    the answers are those of the plain order."""
+    import threading
+
+    from .test_incremental import CountingEmbedder
+
+    searched = threading.Event()
+
+    class WaitingForTheLexicalSearch(CountingEmbedder):
+        def embed(self, texts, *, progress=None):
+            assert searched.wait(30), "the lexical top k waited for the embedding"
+            return super().embed(texts, progress=progress)
+
+    kb = KnowledgeBase(article_index, embedder=WaitingForTheLexicalSearch(embedder))
+    reader = kb._open_reader()
+    search = reader.lexical.search
+
+    def recording(*args, **kwargs):
+        out = search(*args, **kwargs)
+        searched.set()
+        return out
+
+    reader.lexical.search = recording
+    questions = [q for q, _ in QUESTIONS[:4]]
+    overlapped = kb.ask_many(questions, k=3)
+    assert overlapped == KnowledgeBase(article_index, embedder=embedder).ask_many(questions, k=3)
 
 
 def test_sentences_read_by_chunks_as_the_tokenizer_and_analyzer_read_them_whole(monkeypatch):

@@ -232,7 +232,8 @@ def test_the_vector_file_is_memory_mapped_not_read(docs, tmp_path, embedder, sma
     # The exact vectors beside it are mapped too.
     maps = Path("/proc/self/maps").read_text()
     assert all(str(index_dir / name) in maps for name in info["exact_vectors"])
-    assert isinstance(vectors._exact.rows, np.memmap) and isinstance(vectors._exact.ids, np.memmap)
+    # (views of the maps, not copies)
+    assert isinstance(vectors._exact.rows.base, np.memmap) and isinstance(vectors._exact.ids.base, np.memmap)
     # Lists are views of the mapped file, not copies in memory (as a full read makes).
     lists = faiss.downcast_InvertedLists(base.invlists)
     assert isinstance(lists, faiss.ArrayInvertedLists)  # not OnDiskInvertedLists: no per-list locks
