@@ -28,6 +28,7 @@ import json
 import os
 import time
 import warnings
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -569,9 +570,30 @@ def _session(path: Path, threads: int, prepack: bool, entering: Callable[[], Non
     if entering:
         entering()
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own pybind types for bad files
         raise OnnxUnavailable(f"cannot load {path}: {first_line(e)}") from None
+    _live_sessions.add(session)
+    return session
+
+
+# A process forked after a session was built can run that session, but destroying it there
+# waits forever for thread-pool threads that only the parent has (a script that asks, then
+# forks workers that ask too: their second question replaces the session, and hung). In a
+# child, every inherited session is therefore kept alive for good: it costs nothing, the
+# weights are the parent's pages.
+_live_sessions: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _keep_inherited_sessions() -> None:
+    import ctypes
+
+    for session in list(_live_sessions):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(session))
+    _live_sessions.clear()
+
+
+os.register_at_fork(after_in_child=_keep_inherited_sessions)
 
 
 def _identity(folder: Path) -> dict[str, list[int]]:

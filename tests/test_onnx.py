@@ -396,3 +396,32 @@ def test_export_saves_an_optimised_graph_with_its_weights_apart(onnx):
     graph = onnx_lib.load(str(onnx.path), load_external_data=False).graph
     assert onnx.path.stat().st_size < 1_000_000 < onnx.path.with_name(DATA_FILE).stat().st_size
     assert sum(node.op_type == "Attention" for node in graph.node) == 6  # one fused node per layer
+
+
+def test_a_process_forked_after_a_question_can_ask_again(article_index, model):
+    """A script asks, then forks workers that ask too (multiprocessing's default on Linux).
+    A worker's second question replaces the inherited session with a prepacked one, and
+    destroying an inherited session waits for threads only the parent has: it used to hang."""
+    import multiprocessing
+
+    from kb import KnowledgeBase
+    from kb.onnx_embedder import OnnxEmbedder
+
+    # As `kb ask` loads it: two threads per run (a pool the child does not have), prepacking at call 2.
+    kb = KnowledgeBase(article_index, embedder=OnnxEmbedder(model, threads=2, workers=1, prepack=None))
+    question = "Why did junior doctors vote to strike?"
+    first = [h.passage_id for h in kb.ask(question, k=3)]
+
+    def worker(results):
+        results.put([[h.passage_id for h in kb.ask(question, k=3)] for _ in range(2)])
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=worker, args=(results,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked worker hung")
+    assert child.exitcode == 0
+    assert results.get(timeout=5) == [first, first]
