@@ -340,15 +340,15 @@ class _Freshness:
     def __init__(self):
         self._seen: dict[str, str] = {}
 
-    def check(self, p: StoredDocument) -> str:
-        if p.abspath not in self._seen:
+    def check(self, document: StoredDocument) -> str:
+        if document.abspath not in self._seen:
             try:
-                st = os.stat(p.abspath)
-                fresh = st.st_size == p.size and st.st_mtime_ns == p.mtime_ns
-                self._seen[p.abspath] = "fresh" if fresh else "stale"
+                st = os.stat(document.abspath)
+                fresh = st.st_size == document.size and st.st_mtime_ns == document.mtime_ns
+                self._seen[document.abspath] = "fresh" if fresh else "stale"
             except OSError:
-                self._seen[p.abspath] = "gone"
-        return self._seen[p.abspath]
+                self._seen[document.abspath] = "gone"
+        return self._seen[document.abspath]
 
 
 def clean_question(question: str) -> str:
