@@ -105,19 +105,9 @@ def search(
     pool = max(options.pool, 3 * k)
 
     terms = [query_terms(q) for q in questions]
-
-    def lexical_top() -> list[list[tuple[int, float]]]:
-        if options.mode == "dense":
-            return [[] for _ in questions]
-        return [lexical.search(t, pool, documents=allowed_docs) for t in terms]
-
-    # The model and tantivy both let go of the GIL: the lexical top k runs beside the embedding.
-    lexical_top_done = _alongside(lexical_top) if use_dense and options.mode != "dense" else lexical_top
-    query_vectors = embed(questions) if use_dense else None
-    dense_lists = _dense_search(vectors, query_vectors, pool, allowed) if use_dense else [[] for _ in questions]
-    lexical_lists = lexical_top_done()
+    query_vectors, dense_lists, lexical_lists = _retrieve(vectors, lexical, questions, terms, pool, options,
+                                                          embed, allowed, allowed_docs)
     ids = [_candidate_ids(options.mode, d, l) for d, l in zip(dense_lists, lexical_lists)]
-
     # BM25 of the candidates the lexical top k did not hold, beside SQLite reading the spans.
     unscored = [[i for i in row if i not in held] for row, held in zip(ids, (dict(top) for top in lexical_lists))]
 
@@ -126,36 +116,13 @@ def search(
 
     lexical_rest_done = _alongside(lexical_rest) if any(unscored) else lexical_rest
     # Candidates are ranked and merged by their spans alone; their documents' rows and
-    # their text are read only for those that can still become hits (below).
+    # their text are read only for those that can still become hits.
     spans = store.spans(sorted({i for row in ids for i in row}))
-    scored = [_score(options, vectors, lexical, terms[n], query_vectors[n] if use_dense else None, dense_lists[n],
-                     lexical_lists[n], ids[n], rest) for n, rest in enumerate(lexical_rest_done())]
+    scored = [_score(options, vectors, lexical, terms[n], None if query_vectors is None else query_vectors[n],
+                     dense_lists[n], lexical_lists[n], ids[n], rest) for n, rest in enumerate(lexical_rest_done())]
 
     documents = _Documents(store)
-    results = []
-    for scores in scored:
-        candidates = []
-        for pid, score in fusion.ranked({i: p[0] for i, p in scores.items()}):
-            p = spans.get(pid)
-            if p is None:
-                continue
-            _, dense, lex, fused = scores[pid]
-            candidates.append(_Candidate(p, score, dense, lex, fused, "", p.char_start, p.char_end,
-                                         p.line_start, p.line_end, (p.id,)))
-        if options.merge_overlaps:
-            candidates = merge_overlaps(candidates)
-        if options.min_score is not None:
-            candidates = [c for c in candidates if c.score >= options.min_score]
-        # Files deleted since indexing drop out here, after merging: a file is gone or not as
-        # a whole, and only passages of one file merge, so the order does not matter, and
-        # only the candidates that can still be answers cost a stat() call.
-        wanted = k if options.mmr is None else _mmr_pool(k)
-        documents.read(c.passage.document_id for c in candidates[:wanted])
-        candidates = _present(candidates, lambda c: documents.freshness(c.passage.document_id, freshness), wanted)
-        if options.mmr is not None and len(candidates) > 1:
-            candidates = _mmr(vectors, candidates, options.mmr, k)
-        results.append(candidates[:k])
-
+    results = [_best(scores, spans, documents, freshness, vectors, k, options) for scores in scored]
     texts = store.texts(sorted({i for row in results for c in row for i in c.parts}))
     hits = [[_hit(rank, _with_text(c, spans, texts), documents[c.passage.document_id], texts[c.passage.id][1],
                   documents.freshness(c.passage.document_id, freshness) == "stale")
@@ -163,6 +130,50 @@ def search(
     if options.best_sentence:
         hits = best_sentences(questions, hits, lexical)
     return hits
+
+
+def _retrieve(vectors: VectorIndex, lexical: LexicalIndex, questions: Sequence[str], terms: list[list[str]],
+              pool: int, options: SearchOptions, embed: Embed | None, allowed, allowed_docs):
+    """(question vectors or None, dense top lists, lexical top lists), one list per question.
+
+    The model and tantivy both let go of the GIL: the lexical top k runs beside the embedding."""
+    use_dense = options.mode != "lexical"
+
+    def lexical_top() -> list[list[tuple[int, float]]]:
+        if options.mode == "dense":
+            return [[] for _ in questions]
+        return [lexical.search(t, pool, documents=allowed_docs) for t in terms]
+
+    lexical_top_done = _alongside(lexical_top) if use_dense and options.mode != "dense" else lexical_top
+    query_vectors = embed(questions) if use_dense and embed is not None else None
+    dense_lists = _dense_search(vectors, query_vectors, pool, allowed) if use_dense else [[] for _ in questions]
+    return query_vectors, dense_lists, lexical_top_done()
+
+
+def _best(scores: dict[int, tuple], spans: dict[int, PassageSpan], documents: "_Documents", freshness: Freshness,
+          vectors: VectorIndex, k: int, options: SearchOptions) -> list[_Candidate]:
+    """One question's hits, best first: ranked, merged, --min-score, present files, MMR, top k."""
+    candidates = []
+    for pid, score in fusion.ranked({i: p[0] for i, p in scores.items()}):
+        p = spans.get(pid)
+        if p is None:
+            continue
+        _, dense, lex, fused = scores[pid]
+        candidates.append(_Candidate(p, score, dense, lex, fused, "", p.char_start, p.char_end,
+                                     p.line_start, p.line_end, (p.id,)))
+    if options.merge_overlaps:
+        candidates = merge_overlaps(candidates)
+    if options.min_score is not None:
+        candidates = [c for c in candidates if c.score >= options.min_score]
+    # Files deleted since indexing drop out here, after merging: a file is gone or not as
+    # a whole, and only passages of one file merge, so the order does not matter, and
+    # only the candidates that can still be answers cost a stat() call.
+    wanted = k if options.mmr is None else _mmr_pool(k)
+    documents.read(c.passage.document_id for c in candidates[:wanted])
+    candidates = _present(candidates, lambda c: documents.freshness(c.passage.document_id, freshness), wanted)
+    if options.mmr is not None and len(candidates) > 1:
+        candidates = _mmr(vectors, candidates, options.mmr, k)
+    return candidates[:k]
 
 
 # -- retrieval and scoring --------------------------------------------------------------
