@@ -75,7 +75,6 @@ class _Candidate:
     dense: float | None
     lexical: float | None
     fused: float | None
-    text: str
     char_start: int
     char_end: int
     line_start: int
@@ -124,7 +123,7 @@ def search(
     documents = _Documents(store)
     results = [_best(scores, spans, documents, freshness, vectors, k, options) for scores in scored]
     texts = store.texts(sorted({i for row in results for c in row for i in c.parts}))
-    hits = [[_hit(rank, _with_text(c, spans, texts), documents[c.passage.document_id], texts[c.passage.id][1],
+    hits = [[_hit(rank, c, _text(c, spans, texts), documents[c.passage.document_id], texts[c.passage.id][1],
                   documents.freshness(c.passage.document_id, freshness) == "stale")
              for rank, c in enumerate(row, start=1)] for row in results]
     if options.best_sentence:
@@ -159,8 +158,8 @@ def _best(scores: dict[int, tuple], spans: dict[int, PassageSpan], documents: "_
         if p is None:
             continue
         _, dense, lex, fused = scores[pid]
-        candidates.append(_Candidate(p, score, dense, lex, fused, "", p.char_start, p.char_end,
-                                     p.line_start, p.line_end, (p.id,)))
+        candidates.append(_Candidate(p, score, dense, lex, fused, p.char_start, p.char_end, p.line_start,
+                                     p.line_end, (p.id,)))
     if options.merge_overlaps:
         candidates = merge_overlaps(candidates)
     if options.min_score is not None:
@@ -265,8 +264,9 @@ def _allowed(store: Store, globs: Sequence[str]) -> tuple[list[int], np.ndarray]
 def merge_overlaps(candidates: list) -> list:
     """Fold each passage into a better-ranked one of the same document that it overlaps.
 
-    The kept hit's span (text, chars, lines) becomes the union, so its citation covers
-    both; its score stays the better one. Input is best first; so is the output.
+    The kept hit's span (chars, lines) becomes the union, so its citation covers both, and
+    its parts list the passages whose texts make it up (_text joins them for the hits);
+    its score stays the better one. Input is best first; so is the output.
     """
     kept: list = []
     by_section: dict[tuple, list[int]] = {}  # (document, page, record) -> indexes into kept
@@ -283,8 +283,7 @@ def merge_overlaps(candidates: list) -> list:
 
 
 def _union(a, b):
-    return replace(a, text=_join(a.text, a.char_start, a.char_end, b.text, b.char_start, b.char_end),
-                   char_start=min(a.char_start, b.char_start), char_end=max(a.char_end, b.char_end),
+    return replace(a, char_start=min(a.char_start, b.char_start), char_end=max(a.char_end, b.char_end),
                    line_start=min(a.line_start, b.line_start), line_end=max(a.line_end, b.line_end),
                    parts=a.parts + b.parts)
 
@@ -296,15 +295,15 @@ def _join(a: str, a_start: int, a_end: int, b: str, b_start: int, b_end: int) ->
     return a + b[a_end - b_start:] if b_end > a_end else a
 
 
-def _with_text(c: _Candidate, spans: dict[int, PassageSpan], texts: dict[int, tuple[str, str]]) -> _Candidate:
-    """The candidate with its text: its passages' texts joined as merge_overlaps joined their spans."""
+def _text(c: _Candidate, spans: dict[int, PassageSpan], texts: dict[int, tuple[str, str]]) -> str:
+    """The candidate's text: its passages' texts joined as merge_overlaps joined their spans."""
     first = spans[c.parts[0]]
     text, start, end = texts[first.id][0], first.char_start, first.char_end
     for pid in c.parts[1:]:
         p = spans[pid]
         text = _join(text, start, end, texts[pid][0], p.char_start, p.char_end)
         start, end = min(start, p.char_start), max(end, p.char_end)
-    return replace(c, text=text)
+    return text
 
 
 class _Documents(dict):
@@ -355,13 +354,13 @@ def _mmr(index: VectorIndex, candidates: list, lam: float, k: int) -> list:
     return [pool[i] for i in chosen]
 
 
-def _hit(rank: int, c: _Candidate, document: StoredDocument, context: str, stale: bool) -> Hit:
+def _hit(rank: int, c: _Candidate, text: str, document: StoredDocument, context: str, stale: bool) -> Hit:
     p = c.passage
 
     def r(x):
         return None if x is None else round(float(x), 6)
 
-    return Hit(rank=rank, score=r(c.score), text=c.text, source=document.source, line_start=c.line_start,
+    return Hit(rank=rank, score=r(c.score), text=text, source=document.source, line_start=c.line_start,
                line_end=c.line_end, char_start=c.char_start, char_end=c.char_end, context=context,
                passage_id=p.id, stale=stale, page=p.page, record=p.record,
                dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused))

@@ -113,7 +113,6 @@ class _P:
 class _C:
     passage: _P
     score: float
-    text: str
     char_start: int
     char_end: int
     line_start: int
@@ -122,9 +121,16 @@ class _C:
 
 
 def test_merge_overlaps_unions_the_citation():
+    from kb.search import _text
+    from kb.store import PassageSpan
+
     source = "one two three four five six seven eight nine ten"
+    spans, texts = {}, {}
+
     def cand(pid, doc, a, b, score, line=1, record=None):
-        return _C(_P(pid, doc, record=record), score, source[a:b], a, b, line, line)
+        spans[pid] = PassageSpan(pid, doc, a, b, line, line, None, record)
+        texts[pid] = (source[a:b], "")
+        return _C(_P(pid, doc, record=record), score, a, b, line, line, (pid,))
     best = cand(1, 1, 8, 24, 0.9, line=2)  # "three four five "
     overlapping = cand(2, 1, 14, 33, 0.8, line=3)
     other_doc = cand(3, 2, 8, 24, 0.7)
@@ -134,14 +140,15 @@ def test_merge_overlaps_unions_the_citation():
     assert [c.passage.id for c in merged] == [1, 3, 4, 5]
     top = merged[0]
     assert (top.char_start, top.char_end, top.score) == (8, 33, 0.9)
-    assert top.text == source[8:33]
+    assert top.parts == (1, 2)
+    assert _text(top, spans, texts) == source[8:33]
     assert (top.line_start, top.line_end) == (2, 3)
 
 
-def test_a_merged_hit_read_without_text_gets_the_same_text_afterwards():
+def test_a_merged_hit_gets_the_text_of_its_whole_span():
     """A question merges candidates by their spans alone and reads text only for its hits:
-    joined afterwards, in merge order, the text is what merging the texts gives."""
-    from kb.search import _Candidate, _with_text
+    the texts of a hit's parts, joined in merge order, are exactly its span of the document."""
+    from kb.search import _Candidate, _text
     from kb.store import PassageSpan
 
     source = "".join(f"word{i:03d} " for i in range(200))
@@ -153,16 +160,15 @@ def test_a_merged_hit_read_without_text_gets_the_same_text_afterwards():
             spans.append((pid, a, rng.randint(a + 1, min(len(source), a + 300))))
         stored = {pid: PassageSpan(pid, 1, a, b, 1, 1, None, None) for pid, a, b in spans}
         texts = {pid: (source[a:b], f"ctx{pid}") for pid, a, b in spans}
-
-        def candidates(with_text):
-            return [_Candidate(p, 1.0 - n / 10, None, None, None, texts[p.id][0] if with_text else "", p.char_start,
-                               p.char_end, 1, 1, (p.id,)) for n, p in enumerate(stored.values())]
-
-        merged = merge_overlaps(candidates(True))
-        later = [_with_text(c, stored, texts) for c in merge_overlaps(candidates(False))]
-        assert [(c.text, c.char_start, c.char_end, c.passage.id) for c in later] == \
-               [(c.text, c.char_start, c.char_end, c.passage.id) for c in merged]
-        assert all(c.text == source[c.char_start:c.char_end] for c in later)
+        candidates = [_Candidate(p, 1.0 - n / 10, None, None, None, p.char_start, p.char_end, 1, 1, (p.id,))
+                      for n, p in enumerate(stored.values())]
+        merged = merge_overlaps(candidates)
+        assert sorted(pid for c in merged for pid in c.parts) == sorted(stored)
+        for c in merged:
+            assert c.passage.id == c.parts[0]
+            assert (c.char_start, c.char_end) == (min(stored[i].char_start for i in c.parts),
+                                                  max(stored[i].char_end for i in c.parts))
+            assert _text(c, stored, texts) == source[c.char_start:c.char_end]
 
 
 def test_min_score_drops_weak_hits(article_kb):
