@@ -34,17 +34,19 @@ def line() -> str:
     return " ".join(f"{k}={v}" for k, v in describe().items())
 
 
-def byte_compile_kb() -> str:
+def byte_compile_kb(folder: Path | None = None) -> str:
     """Make sure kb's own modules are byte-compiled, as `pip install` leaves an installed
     package, before any process is timed.
 
     An editable install has no .pyc files until Python writes them at first import, and
     with PYTHONDONTWRITEBYTECODE set (some containers and CI images set it) it never
     does: every process would then compile all of kb from source, ~0.1 s of a cold
-    `kb ask` that no installed kb pays. Returns a line saying what was found.
+    `kb ask` that no installed kb pays. folder: kb's package folder (default: the kb
+    that imports here). Returns a line saying what was found.
     """
-    spec = find_spec("kb")
-    folder = Path(spec.origin).parent if spec and spec.origin else None
+    if folder is None:
+        spec = find_spec("kb")
+        folder = Path(spec.origin).parent if spec and spec.origin else None
     if folder is None:
         return "kb: not found"
     compiled = compileall.compile_dir(str(folder), quiet=2)

@@ -302,6 +302,7 @@ class KnowledgeBase:
         lexical = LexicalIndex(lexical_dir)
         layout = VectorLayout.from_dict(meta["vectors"])
         dimension = layout.dimension
+        store.map_file(not layout.exact_file)  # per question, a few rows from here at most
 
         def fetch(ids):
             return store.vectors(ids, dimension)

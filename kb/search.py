@@ -16,15 +16,13 @@ Path filters restrict both retrievers before their top-k, so k hits still come b
 
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence
 
 import numpy as np
 
 from . import fusion
+from .background import alongside
 from .errors import BadInput
 from .highlight import best_sentences
 from .hits import Hit
@@ -39,7 +37,6 @@ DEFAULT_FUSION = "convex"
 DEFAULT_WEIGHT = 0.5  # share of the dense part in convex fusion
 
 Embed = Callable[[Sequence[str]], np.ndarray]
-T = TypeVar("T")
 Freshness = Callable[[StoredDocument], str]  # -> "fresh" | "stale" | "gone"
 
 
@@ -113,7 +110,7 @@ def search(
     def lexical_rest() -> list[dict[int, float]]:
         return [lexical.score(t, row) for t, row in zip(terms, unscored)]
 
-    lexical_rest_done = _alongside(lexical_rest) if any(unscored) else lexical_rest
+    lexical_rest_done = alongside(lexical_rest) if any(unscored) else lexical_rest
     # Candidates are ranked and merged by their spans alone; their documents' rows and
     # their text are read only for those that can still become hits.
     spans = store.spans(sorted({i for row in ids for i in row}))
@@ -135,7 +132,9 @@ def _retrieve(vectors: VectorIndex, lexical: LexicalIndex, questions: Sequence[s
               pool: int, options: SearchOptions, embed: Embed | None, allowed, allowed_docs):
     """(question vectors or None, dense top lists, lexical top lists), one list per question.
 
-    The model and tantivy both let go of the GIL: the lexical top k runs beside the embedding."""
+    The model and tantivy both let go of the GIL: the lexical top k runs beside the
+    embedding, which holds both cores only part of the time (it waits on memory): 0.6 ms
+    saved of 6.7 at 186k passages, 1.1 ms of 7.3 at 1M (embedding plus top k, idle machine)."""
     use_dense = options.mode != "lexical"
 
     def lexical_top() -> list[list[tuple[int, float]]]:
@@ -143,7 +142,9 @@ def _retrieve(vectors: VectorIndex, lexical: LexicalIndex, questions: Sequence[s
             return [[] for _ in questions]
         return [lexical.search(t, pool, documents=allowed_docs) for t in terms]
 
-    lexical_top_done = _alongside(lexical_top) if use_dense and options.mode != "dense" else lexical_top
+    if use_dense:
+        alongside(vectors.prefetch)
+    lexical_top_done = alongside(lexical_top) if use_dense and options.mode != "dense" else lexical_top
     query_vectors = embed(questions) if use_dense and embed is not None else None
     dense_lists = _dense_search(vectors, query_vectors, pool, allowed) if use_dense else [[] for _ in questions]
     return query_vectors, dense_lists, lexical_top_done()
@@ -176,28 +177,6 @@ def _best(scores: dict[int, tuple], spans: dict[int, PassageSpan], documents: "_
 
 
 # -- retrieval and scoring --------------------------------------------------------------
-_helper: tuple[int, ThreadPoolExecutor] | None = None  # (the process that started it, it)
-_helper_lock = threading.Lock()
-
-
-def _alongside(work: Callable[[], T]) -> Callable[[], T]:
-    """Start work on kb's helper threads; returns a function that waits for its result.
-
-    A question's embedding holds both cores only part of the time (it waits on memory),
-    so a hybrid question's tantivy top k overlaps it: 0.6 ms saved of 6.7 at 186k
-    passages, 1.1 ms of 7.3 at 1M (embedding plus top k, idle machine). The threads start
-    once per process (again in a forked child, which inherits none of them)."""
-    global _helper
-    helper = _helper
-    if helper is None or helper[0] != os.getpid():
-        with _helper_lock:
-            if _helper is None or _helper[0] != os.getpid():
-                # Two: a server's two KnowledgeBases asking at once do not queue for one.
-                _helper = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="kb-lexical"))
-            helper = _helper
-    return helper[1].submit(work).result
-
-
 def _dense_search(vectors: VectorIndex, queries: np.ndarray, pool: int, allowed: np.ndarray | None
                   ) -> list[list[tuple[int, float]]]:
     scores, ids = vectors.search(queries, pool, allowed)

@@ -155,10 +155,7 @@ class Store:
             self.conn.execute("PRAGMA busy_timeout = 10000")
             self.conn.execute("PRAGMA foreign_keys = ON")
             if not create:
-                # Readers map the file (SQLite caps this at 2 GB unless built otherwise): a
-                # question's few hundred page reads become memory reads, not pread calls into
-                # a 2 MB cache; 1.3 -> 0.6 ms for the vectors of 50 candidates at 186k passages.
-                self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")
+                self.map_file(True)
                 self.conn.execute("PRAGMA cache_size = -65536")  # beyond the mapped part
             if create:
                 # A new file gets 8 KB pages: a stored vector (1.5 KB at 384 dimensions) then
@@ -182,6 +179,19 @@ class Store:
             raise IndexMismatch(
                 f"index {path} has format {version}, this kb reads format {SCHEMA_VERSION}; run `kb index --rebuild`"
             )
+
+    def map_file(self, mapped: bool) -> None:
+        """Whether this reader maps the file (SQLite caps the map at 2 GB unless built otherwise).
+
+        Mapped, a question's few hundred page reads are memory reads, not pread calls into
+        a 2 MB cache: 1.3 -> 0.6 ms for the vectors of 50 candidates at 186k passages. An
+        index whose vectors sit beside its IVF base reads a few dozen rows per question from
+        here, and then a mapping costs more than it saves: when the page cache lacks them
+        (a cold machine; one that pages out idle memory), each fault reads ahead up to 128 KB
+        around its page, and the rows of one question took 180 ms to read at 186k passages,
+        against 9 ms read by pread (bench/cold_pages.py); when it holds them, the two are
+        alike (1.0-1.2 ms)."""
+        self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES if mapped else 0}")
 
     def _has_meta(self) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None

@@ -33,6 +33,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from . import exact_vectors
+from .background import alongside
 from .errors import CorruptIndex, first_line
 from .exact_vectors import ExactVectors
 
@@ -128,6 +129,9 @@ class VectorIndex:
         self._not_removed = faiss.IDSelectorNot(faiss.IDSelectorBatch(removed)) if len(removed) else None
         self._fetch = fetch
         self.size = (base.ntotal if base is not None else 0) - len(removed) + len(delta_ids)
+        ivf = layout.kind == "ivf" and base is not None
+        self._centroids = _centroids_in_memory(base) if ivf else None
+        self._prefetch = _ListPrefetch(base) if ivf else None
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, passage ids) per query row, best first; ids of -1 pad short rows.
@@ -148,6 +152,12 @@ class VectorIndex:
                 params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
             parts.append(self._delta.search(queries, min(k, self._delta.ntotal), params=params))
         return _merge(parts, k)
+
+    def prefetch(self) -> None:
+        """Ask the kernel for what every question reads, whatever it asks (the exact
+        vectors' ids), so that it arrives while the question is embedded."""
+        if self._exact is not None:
+            self._exact.prefetch_ids()
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """The exact stored vectors of these passages (from beside the base, else SQLite)."""
@@ -177,7 +187,10 @@ class VectorIndex:
         else:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
         wanted = min(k * (RESCORE_FACTOR if self._exact is not None else 1), self._base.ntotal)
-        scores, ids = self._base.search(queries, wanted, params=params)
+        if self._centroids is not None:
+            scores, ids = _search_lists(self._base, self._centroids, self._prefetch, queries, wanted, params)
+        else:
+            scores, ids = self._base.search(queries, wanted, params=params)
         if allowed is not None and self.layout.kind == "ivf" and (ids[:, : min(k, wanted)] < 0).any():
             # Too few of the allowed passages in the probed lists: search them exactly.
             return _exact(queries, allowed, self.vectors(allowed), k)
@@ -231,6 +244,9 @@ class SmallIndex:
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         return np.take_along_axis(top_scores, order, axis=1), ids[np.take_along_axis(top, order, axis=1)]
+
+    def prefetch(self) -> None:
+        """Nothing to ask for: the vectors are in memory."""
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         wanted = np.asarray(ids, dtype=np.int64)
@@ -413,6 +429,108 @@ def _read(path: Path, *, mmap: bool):
 
 
 # -- search helpers --------------------------------------------------------------------
+def _centroids_in_memory(base):
+    """A copy of an IVF base's coarse quantizer (its list centroids) in process memory.
+
+    Every question scans all the centroids (6 MB at 1M passages). Inside the mapped file
+    they are pages the kernel may drop while the process waits between questions (a
+    machine that pages out idle memory, or one short of it), and reading them back cost
+    60-90 ms per question; held here they cost that once, when the index opens."""
+    import faiss
+
+    quantizer = faiss.extract_index_ivf(base).quantizer
+    copy = faiss.IndexFlat(quantizer.d, quantizer.metric_type)
+    copy.add(quantizer.reconstruct_n(0, quantizer.ntotal))
+    return copy
+
+
+def _search_lists(base, centroids, prefetch: Callable[[np.ndarray], None], queries: np.ndarray, k: int, params):
+    """IndexIVF.search, with the lists to probe chosen by the in-memory centroids (the same
+    two steps, so the same results: FAISS's own search_preassigned), and the kernel asked
+    for those lists' pages, on a helper thread, while FAISS scans them."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(base)
+    coarse_scores, lists = centroids.search(queries, params.nprobe)
+    prefetched = alongside(lambda: prefetch(lists))
+    scores = np.empty((len(queries), k), np.float32)
+    ids = np.empty((len(queries), k), np.int64)
+    ivf.search_preassigned_c(len(queries), faiss.swig_ptr(queries), k, faiss.swig_ptr(lists),
+                             faiss.swig_ptr(coarse_scores), faiss.swig_ptr(scores), faiss.swig_ptr(ids), False,
+                             params)
+    prefetched()  # a question leaves nothing running behind it
+    return scores, ids
+
+
+class _ListPrefetch:
+    """Asks the kernel for a question's IVF lists all at once (madvise WILLNEED).
+
+    A question reads 128 lists at 1M passages (13 MB), scattered over the mapped file.
+    When the page cache lacks them, FAISS faulted them in one after another, and the
+    scan took 130-190 ms; asked for together, the disk serves them in parallel, and
+    asking plus scanning took 20-30 ms (bench/cold_pages.py). When the cache holds them,
+    the advice finds every page there: ~5 us a list, on a helper thread.
+
+    Where a list lies comes from FAISS's own pointers into the mapping, read the first
+    time the list is probed (a few microseconds) and kept."""
+
+    def __init__(self, base):
+        import faiss
+
+        self._base = base  # owns the lists and their mapping
+        self._lists = faiss.extract_index_ivf(base).invlists
+        self._places: dict[int, tuple[tuple[int, int], ...]] = {}  # list -> (address, length) ranges
+        self._madvise = _willneed()
+
+    def __call__(self, lists: np.ndarray) -> None:
+        if self._madvise is None:
+            return
+        places = self._places
+        for n in lists.ravel().tolist():
+            ranges = places.get(n)
+            if ranges is None:
+                if n < 0:
+                    continue
+                ranges = places[n] = self._place(n)
+            for address, length in ranges:
+                self._madvise(address, length)
+
+    def _place(self, n: int) -> tuple[tuple[int, int], ...]:
+        size = self._lists.list_size(n)
+        if not size:
+            return ()
+        codes, ids = int(self._lists.get_codes(n)), int(self._lists.get_ids(n))
+        code_bytes = size * self._lists.code_size
+        if ids == codes + code_bytes:  # how FAISS lays out a mapped file: codes, then ids
+            return (_pages(codes, code_bytes + 8 * size),)
+        return _pages(codes, code_bytes), _pages(ids, 8 * size)
+
+
+def _pages(address: int, length: int) -> tuple[int, int]:
+    """The page-aligned range madvise needs."""
+    import mmap
+
+    start = address & ~(mmap.PAGESIZE - 1)
+    return start, address + length - start
+
+
+def _willneed() -> Callable[[int, int], None] | None:
+    """madvise(address, length, MADV_WILLNEED) where the platform has it, else None."""
+    import ctypes
+    import mmap
+
+    advice = getattr(mmap, "MADV_WILLNEED", None)
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    if advice is None:
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return lambda address, length: madvise(address, length, advice)  # advice only: errors are ignored
+
+
 def _threads(queries: int) -> None:
     import faiss
 

@@ -306,3 +306,112 @@ def test_damaged_exact_vectors_are_refused_and_a_rebuild_recovers(docs, tmp_path
         KnowledgeBase(index_dir, embedder=embedder).ask(QUESTIONS[0], k=3)
     KnowledgeBase(index_dir, embedder=embedder).index([docs], rebuild=True)
     assert_exact_vectors_match_the_store(index_dir)
+
+
+# -- when the page cache lacks the index: what a question reads is asked for at once -------
+@pytest.fixture
+def ivf_with_removed(docs, tmp_path, embedder, small_threshold, monkeypatch):
+    """An IVF base with deleted passages in it (FAISS skips them through a selector)."""
+    folder = tmp_path / "docs"
+    shutil.copytree(docs, folder)
+    index_dir = tmp_path / "index"
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    kb.index([folder])
+    monkeypatch.setattr(vector_index, "REMOVED_MAX", 0.5)
+    (folder / "shlex.rst.txt").unlink()
+    kb.index([folder])
+    assert kb.info()["vector_index"]["removed_vectors"] > 0
+    return index_dir
+
+
+def test_lists_probed_from_centroids_in_memory_answer_as_faiss_search(ivf_with_removed, embedder, monkeypatch):
+    """The centroids are copied out of the mapped file (every question scans all of them),
+    and the lists they choose are scanned by FAISS's own search_preassigned: the results
+    are those of FAISS's own search, with deletes and with a path filter."""
+    import faiss
+
+    monkeypatch.setattr(vector_index, "EXACT_FILTER_MAX", 0)  # a filter searched inside the lists
+    kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
+    kb.ask(QUESTIONS[0], k=1)
+    vectors = kb._open_reader().vectors
+    mapped = faiss.downcast_index(faiss.extract_index_ivf(vectors._base).quantizer)
+    assert not mapped.codes.is_owned and vectors._centroids.codes.is_owned
+    assert np.array_equal(vectors._centroids.reconstruct_n(0, mapped.ntotal), mapped.reconstruct_n(0, mapped.ntotal))
+    queries = embedder.embed(QUESTIONS)
+    some = np.asarray(kb._open_reader().store.conn.execute(
+        "SELECT id FROM passages WHERE id % 3 = 0").fetchall()).ravel()
+    ours = [vectors.search(queries, 10), vectors.search(queries, 10, some)]
+    vectors._centroids = None  # FAISS's own IndexIVF.search
+    theirs = [vectors.search(queries, 10), vectors.search(queries, 10, some)]
+    for (our_scores, our_ids), (their_scores, their_ids) in zip(ours, theirs):
+        assert np.array_equal(our_ids, their_ids) and np.array_equal(our_scores, their_scores)
+    assert set(ours[1][1].ravel()) <= set(some)
+
+
+def test_the_lists_a_question_probes_are_asked_for_at_once(ivf_with_removed, embedder):
+    """Each list the question probes is advised (MADV_WILLNEED) over exactly the bytes FAISS
+    reads: its codes and its ids, whole pages of the mapped file; the kernel accepts every
+    range. The exact vectors' ids are asked for too."""
+    import mmap
+
+    import faiss
+
+    kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
+    kb.ask(QUESTIONS[0], k=1)
+    vectors = kb._open_reader().vectors
+    prefetch, advised = vectors._prefetch, []
+    real = prefetch._madvise
+    prefetch._madvise = lambda address, length: advised.append((address, length, real(address, length)))
+
+    class Recording:
+        def __init__(self, mapped):
+            self.mapped, self.advice = mapped, []
+
+        def madvise(self, advice, *args):
+            self.advice.append(advice)
+            return self.mapped.madvise(advice, *args)
+
+    ids_map = vectors._exact._ids_map = Recording(vectors._exact._ids_map)
+    question = QUESTIONS[3]
+    kb.ask(question, k=5, mode="dense")
+    _, probed = vectors._centroids.search(embedder.embed([question]), vectors.layout.nprobe)
+    lists = faiss.extract_index_ivf(vectors._base).invlists
+    wanted = set()
+    for n in probed.ravel().tolist():
+        size = lists.list_size(n)
+        wanted |= {(int(lists.get_codes(n)), size * lists.code_size), (int(lists.get_ids(n)), 8 * size)}
+    assert advised and all(result == 0 for *_, result in advised)  # real, mapped, page-aligned ranges
+    assert all(address % mmap.PAGESIZE == 0 for address, *_ in advised)
+    covered = [(address, address + length) for address, length, _ in advised]
+    for start, length in wanted:
+        assert any(a <= start and start + length <= b for a, b in covered), "a probed list was not advised"
+    assert len(advised) <= len(probed.ravel()) * 2
+    assert mmap.MADV_WILLNEED in ids_map.advice
+
+
+def _vm_flags(path: Path) -> list[str]:
+    """The VmFlags of this process's mappings of a file (Linux's /proc/self/smaps)."""
+    flags, current = [], False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
+            current = line.rstrip().endswith(str(path))
+        elif current and line.startswith("VmFlags:"):
+            flags.append(line.split(":", 1)[1].split())
+    return flags
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_scattered_reads_are_not_read_ahead(ivf_with_removed, exact, embedder):
+    """The exact vectors are read a row here and there: their mappings say so (no readahead
+    around each fault), and SQLite, which then serves a few dozen rows a question, is read
+    without a mapping. A small (flat) index keeps SQLite mapped: its vectors come from there."""
+    kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
+    kb.ask(QUESTIONS[0], k=1)
+    info = kb.info()["vector_index"]
+    for name in info["exact_vectors"]:
+        flags = _vm_flags(ivf_with_removed / name)
+        assert flags and all("rr" in f for f in flags), (name, flags)
+    assert kb._open_reader().store.conn.execute("PRAGMA mmap_size").fetchone()[0] == 0
+    small = KnowledgeBase(exact, embedder=embedder)
+    small.ask(QUESTIONS[0], k=1)
+    assert small._open_reader().store.conn.execute("PRAGMA mmap_size").fetchone()[0] > 0
