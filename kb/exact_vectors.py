@@ -13,7 +13,6 @@ Two .npy files per base, derived from SQLite like the FAISS file and written wit
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import CorruptIndex
+from .page_advice import ask_for_all, read_at_random
 
 
 def file_names(base_file: str) -> tuple[str, str]:
@@ -45,9 +45,7 @@ class ExactVectors:
         the ids at 1M passages: when the page cache lacks them, faulted in one by one, they
         took ~35 ms; asked for at once, the disk reads them in parallel. When the cache
         holds them, the advice costs ~0.1 ms."""
-        advise = getattr(self._ids_map, "madvise", None)
-        if advise is not None and hasattr(mmap, "MADV_WILLNEED"):
-            advise(mmap.MADV_WILLNEED)
+        ask_for_all(self._ids_map)
 
     @classmethod
     def open(cls, index_dir: Path, base_file: str, size: int, dimension: int) -> "ExactVectors":
@@ -60,7 +58,7 @@ class ExactVectors:
         if ids.shape != (size,) or rows.shape != (size, dimension) or ids.dtype != np.int64 or rows.dtype != np.float32:
             raise CorruptIndex(f"exact vectors of {base_file} do not match it; run `kb index --rebuild`")
         for mapped in (ids, rows):
-            _read_at_random(mapped)
+            read_at_random(mapped)
         return cls(ids, rows)
 
     def find(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,19 +77,6 @@ class ExactVectors:
             raise CorruptIndex(f"no exact vector for passage {ids[~found][0]}; run `kb index --rebuild`")
         # einsum, not BLAS: a small product must not wake a pool of BLAS threads.
         return np.einsum("ij,j->i", self.rows[at], query)
-
-
-def _read_at_random(mapped: np.memmap) -> None:
-    """Tell the kernel this mapping is read a page here and there, never in runs.
-
-    A question reads ~100 rows and binary-searches the ids for them, scattered over the
-    files. When the page cache lacks them (a cold machine; one that pages out idle
-    memory), each fault would otherwise read ahead up to 128 KB around its page: at 1M
-    passages that made the re-scoring of one question read ~30 MB and take 0.5-1 s,
-    against ~40 ms reading only the pages touched (bench/cold_pages.py)."""
-    advise = getattr(getattr(mapped, "_mmap", None), "madvise", None)
-    if advise is not None and hasattr(mmap, "MADV_RANDOM"):
-        advise(mmap.MADV_RANDOM)
 
 
 def write(index_dir: Path, base_file: str, chunks: Iterator[tuple[np.ndarray, np.ndarray]], size: int,

@@ -36,6 +36,7 @@ from . import exact_vectors
 from .background import alongside
 from .errors import CorruptIndex, first_line
 from .exact_vectors import ExactVectors
+from .page_advice import ListPrefetch
 
 FLAT_MAX = 20_000  # passages up to which exact search is fastest (bench/ann.py)
 DELTA_MAX = 10_000  # passages added since the base before it is rewritten
@@ -131,7 +132,7 @@ class VectorIndex:
         self.size = (base.ntotal if base is not None else 0) - len(removed) + len(delta_ids)
         ivf = layout.kind == "ivf" and base is not None
         self._centroids = _centroids_in_memory(base) if ivf else None
-        self._prefetch = _ListPrefetch(base) if ivf else None
+        self._prefetch = ListPrefetch(base) if ivf else None
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, passage ids) per query row, best first; ids of -1 pad short rows.
@@ -460,75 +461,6 @@ def _search_lists(base, centroids, prefetch: Callable[[np.ndarray], None], queri
                              params)
     prefetched()  # a question leaves nothing running behind it
     return scores, ids
-
-
-class _ListPrefetch:
-    """Asks the kernel for a question's IVF lists all at once (madvise WILLNEED).
-
-    A question reads 128 lists at 1M passages (13 MB), scattered over the mapped file.
-    When the page cache lacks them, FAISS faulted them in one after another, and the
-    scan took 130-190 ms; asked for together, the disk serves them in parallel, and
-    asking plus scanning took 20-30 ms (bench/cold_pages.py). When the cache holds them,
-    the advice finds every page there: ~5 us a list, on a helper thread.
-
-    Where a list lies comes from FAISS's own pointers into the mapping, read the first
-    time the list is probed (a few microseconds) and kept."""
-
-    def __init__(self, base):
-        import faiss
-
-        self._base = base  # owns the lists and their mapping
-        self._lists = faiss.extract_index_ivf(base).invlists
-        self._places: dict[int, tuple[tuple[int, int], ...]] = {}  # list -> (address, length) ranges
-        self._madvise = _willneed()
-
-    def __call__(self, lists: np.ndarray) -> None:
-        if self._madvise is None:
-            return
-        places = self._places
-        for n in lists.ravel().tolist():
-            ranges = places.get(n)
-            if ranges is None:
-                if n < 0:
-                    continue
-                ranges = places[n] = self._place(n)
-            for address, length in ranges:
-                self._madvise(address, length)
-
-    def _place(self, n: int) -> tuple[tuple[int, int], ...]:
-        size = self._lists.list_size(n)
-        if not size:
-            return ()
-        codes, ids = int(self._lists.get_codes(n)), int(self._lists.get_ids(n))
-        code_bytes = size * self._lists.code_size
-        if ids == codes + code_bytes:  # how FAISS lays out a mapped file: codes, then ids
-            return (_pages(codes, code_bytes + 8 * size),)
-        return _pages(codes, code_bytes), _pages(ids, 8 * size)
-
-
-def _pages(address: int, length: int) -> tuple[int, int]:
-    """The page-aligned range madvise needs."""
-    import mmap
-
-    start = address & ~(mmap.PAGESIZE - 1)
-    return start, address + length - start
-
-
-def _willneed() -> Callable[[int, int], None] | None:
-    """madvise(address, length, MADV_WILLNEED) where the platform has it, else None."""
-    import ctypes
-    import mmap
-
-    advice = getattr(mmap, "MADV_WILLNEED", None)
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    if advice is None:
-        return None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return lambda address, length: madvise(address, length, advice)  # advice only: errors are ignored
 
 
 def _threads(queries: int) -> None:
