@@ -143,7 +143,7 @@ def _retrieve(vectors: VectorIndex, lexical: LexicalIndex, questions: Sequence[s
         return [lexical.search(t, pool, documents=allowed_docs) for t in terms]
 
     if use_dense:
-        alongside(vectors.prefetch)
+        vectors.prefetch()
     lexical_top_done = alongside(lexical_top) if use_dense and options.mode != "dense" else lexical_top
     query_vectors = embed(questions) if use_dense and embed is not None else None
     dense_lists = _dense_search(vectors, query_vectors, pool, allowed) if use_dense else [[] for _ in questions]

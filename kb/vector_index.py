@@ -155,10 +155,10 @@ class VectorIndex:
         return _merge(parts, k)
 
     def prefetch(self) -> None:
-        """Ask the kernel for what every question reads, whatever it asks (the exact
-        vectors' ids), so that it arrives while the question is embedded."""
+        """Start asking the kernel for what every question reads, whatever it asks (the
+        exact vectors' ids), on a helper thread: it arrives while the question is embedded."""
         if self._exact is not None:
-            self._exact.prefetch_ids()
+            alongside(self._exact.prefetch_ids)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """The exact stored vectors of these passages (from beside the base, else SQLite)."""
