@@ -48,7 +48,9 @@ class ExactVectors:
         ask_for_all(self._ids_map)
 
     @classmethod
-    def open(cls, index_dir: Path, base_file: str, size: int, dimension: int) -> "ExactVectors":
+    def open(cls, index_dir: Path, base_file: str, size: int, dimension: int, *,
+             scattered: bool = True) -> "ExactVectors":
+        """scattered: read a row here and there (questions), not front to back (compaction)."""
         ids_name, rows_name = file_names(base_file)
         try:
             ids = np.load(index_dir / ids_name, mmap_mode="r")
@@ -57,8 +59,9 @@ class ExactVectors:
             raise CorruptIndex(f"exact vectors of {base_file} are unreadable ({e}); run `kb index --rebuild`") from None
         if ids.shape != (size,) or rows.shape != (size, dimension) or ids.dtype != np.int64 or rows.dtype != np.float32:
             raise CorruptIndex(f"exact vectors of {base_file} do not match it; run `kb index --rebuild`")
-        for mapped in (ids, rows):
-            read_at_random(mapped)
+        if scattered:
+            for mapped in (ids, rows):
+                read_at_random(mapped)
         return cls(ids, rows)
 
     def find(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -329,7 +329,7 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
         if len(removed):
             index.remove_ids(faiss.IDSelectorBatch(removed))
         nlist, nprobe = previous.nlist, previous.nprobe
-        kept = ExactVectors.open(index_dir, previous.file, previous.size, dimension)
+        kept = ExactVectors.open(index_dir, previous.file, previous.size, dimension, scattered=False)
         exact = _kept_then(kept, removed, _adding(index, delta()))
     else:
         nlist, nprobe = nlist_for(live), nprobe_for(nlist_for(live))

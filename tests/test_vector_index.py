@@ -417,6 +417,14 @@ def test_scattered_reads_are_not_read_ahead(ivf_with_removed, exact, embedder):
         flags = _vm_flags(ivf_with_removed / name)
         assert flags and all("rr" in f for f in flags), (name, flags)
     assert kb._open_reader().store.conn.execute("PRAGMA mmap_size").fetchone()[0] == 0
+    # A compaction reads them front to back: read ahead as usual.
+    from kb.exact_vectors import ExactVectors
+
+    whole = ExactVectors.open(ivf_with_removed, info["file"], info["base_vectors"], 384, scattered=False)
+    for name in info["exact_vectors"]:
+        flags = _vm_flags(ivf_with_removed / name)
+        assert sum("rr" not in f for f in flags) == 1 and sum("rr" in f for f in flags) >= 1, (name, flags)
+    del whole
     small = KnowledgeBase(exact, embedder=embedder)
     small.ask(QUESTIONS[0], k=1)
     assert small._open_reader().store.conn.execute("PRAGMA mmap_size").fetchone()[0] > 0
