@@ -39,7 +39,11 @@ class ListPrefetch:
         if self._madvise is None:
             return
         places = self._places
-        for n in lists.ravel().tolist():
+        probed = lists.ravel()
+        if len(lists) > 1:  # a batch: each list once, in the order the scan first needs it
+            _, first = np.unique(probed, return_index=True)
+            probed = probed[np.sort(first)]
+        for n in probed.tolist():
             ranges = places.get(n)
             if ranges is None:
                 if n < 0:

@@ -387,6 +387,10 @@ def test_the_lists_a_question_probes_are_asked_for_at_once(ivf_with_removed, emb
     for start, length in wanted:
         assert any(a <= start and start + length <= b for a, b in covered), "a probed list was not advised"
     assert len(advised) <= len(probed.ravel()) * 2
+    advised.clear()  # a batch asks for each list once (12 questions x 6 of 16 lists)
+    kb.ask_many(QUESTIONS, k=5, mode="dense")
+    ranges = [(address, length) for address, length, _ in advised]
+    assert ranges and len(ranges) == len(set(ranges)) and len(ranges) <= 2 * 16
     for _ in range(200):  # asked for on a helper thread at the question's start
         if ids_map.advice:
             break
