@@ -6,9 +6,10 @@ minute), where a long-lived process meets it again after every pause.
 
 Per index (build them with bench/scale.py, which keeps them in --work):
 - paged out: one long-lived process (KnowledgeBase, default hybrid mode with the best
-  sentence) asks each question after every page of the index's files is dropped, from the
-  process (madvise MADV_PAGEOUT on each of its mappings of those files) and from the page
-  cache (posix_fadvise DONTNEED); p50 / p95 ms, beside the same questions asked warm;
+  sentence) asks each question after a pause (kb.page_advice.QUIET_SECONDS, a second)
+  during which every page of the index's files is dropped, from the process (madvise
+  MADV_PAGEOUT on each of its mappings of those files) and from the page cache
+  (posix_fadvise DONTNEED); p50 / p95 ms, beside the same questions asked warm;
 - cold cache, new process: a whole `kb ask --json` process after the index's files are
   dropped from the page cache, beside the same with the cache warm; medians of --runs,
   pairs interleaved.
@@ -64,6 +65,11 @@ PAGED_OUT = DROP + r'''
 import json, statistics, sys, time
 from kb import KnowledgeBase
 
+try:
+    from kb.page_advice import QUIET_SECONDS
+except ImportError:  # a kb from before the advice
+    QUIET_SECONDS = 1.0
+
 index, questions = sys.argv[1], json.loads(sys.argv[2])
 kb = KnowledgeBase(index)
 for q in questions[:3]:
@@ -86,6 +92,9 @@ for q in questions:
 warm = [timed(q) for q in questions]
 paged_out = []
 for q in questions:
+    # A pause, as between an agent's questions, during which the machine drops the pages
+    # (kb asks the kernel for them again after a pause: kb.page_advice.AdviceGate).
+    time.sleep(QUIET_SECONDS)
     drop(index)
     paged_out.append(timed(q))
 print(json.dumps({"paged_out_ms": p50_p95(paged_out), "warm_ms": p50_p95(warm)}))

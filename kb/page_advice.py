@@ -10,9 +10,38 @@ the disk read what is needed, only that, and in parallel (bench/cold_pages.py).
 from __future__ import annotations
 
 import mmap
+import time
 from typing import Callable
 
 import numpy as np
+
+QUIET_SECONDS = 1.0  # after advice that found every page in memory, this long without advising
+RESIDENT_US = 20.0  # microseconds a range of advice takes at most when its pages are all in memory
+
+
+class AdviceGate:
+    """Whether a question should advise the kernel at all.
+
+    Advice costs the helper thread ~5 us a list when the pages are in memory (~0.7 ms a
+    question at 1M passages), which a busy machine takes from the question itself: with
+    one core kept busy, warm questions took 1-1.3 ms longer. Pages that were all in memory
+    a moment ago still are, so after advice that found them there (fast: no reads to
+    start), the next QUIET_SECONDS of questions skip it (a stream of questions advises
+    about once a second); the first question after a pause (when a machine may have paged
+    the index out) advises again. Pages lost within that second are read as before the
+    advice existed: fault by fault."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._quiet_until = float("-inf")
+
+    def open(self) -> bool:
+        return self._clock() >= self._quiet_until
+
+    def advised(self, ranges: int, seconds: float) -> None:
+        """What one round of advice took."""
+        if ranges and seconds < ranges * RESIDENT_US * 1e-6:
+            self._quiet_until = self._clock() + QUIET_SECONDS
 
 
 class ListPrefetch:
@@ -22,22 +51,25 @@ class ListPrefetch:
     When the page cache lacks them, FAISS faulted them in one after another, and the
     scan took 130-190 ms; asked for together, the disk serves them in parallel, and
     asking plus scanning took 20-30 ms (bench/cold_pages.py). When the cache holds them,
-    the advice finds every page there: ~5 us a list, on a helper thread.
+    the advice finds every page there: ~5 us a list, on a helper thread, and the gate
+    then spares the next few seconds of questions from advising.
 
     Where a list lies comes from FAISS's own pointers into the mapping, read the first
     time the list is probed (a few microseconds) and kept."""
 
-    def __init__(self, base):
+    def __init__(self, base, gate: AdviceGate):
         import faiss
 
         self._base = base  # owns the lists and their mapping
         self._lists = faiss.extract_index_ivf(base).invlists
         self._places: dict[int, tuple[tuple[int, int], ...]] = {}  # list -> (address, length) ranges
         self._madvise = _willneed()
+        self.gate = gate
 
     def __call__(self, lists: np.ndarray) -> None:
-        if self._madvise is None:
+        if self._madvise is None or not self.gate.open():
             return
+        started, advised = time.perf_counter(), 0
         places = self._places
         probed = lists.ravel()
         if len(lists) > 1:  # a batch: each list once, in the order the scan first needs it
@@ -51,6 +83,8 @@ class ListPrefetch:
                 ranges = places[n] = self._place(n)
             for address, length in ranges:
                 self._madvise(address, length)
+            advised += len(ranges)
+        self.gate.advised(advised, time.perf_counter() - started)
 
     def _place(self, n: int) -> tuple[tuple[int, int], ...]:
         size = self._lists.list_size(n)

@@ -349,7 +349,7 @@ def test_lists_probed_from_centroids_in_memory_answer_as_faiss_search(ivf_with_r
     assert set(ours[1][1].ravel()) <= set(some)
 
 
-def test_the_lists_a_question_probes_are_asked_for_at_once(ivf_with_removed, embedder):
+def test_the_lists_a_question_probes_are_asked_for_at_once(ivf_with_removed, embedder, monkeypatch):
     """Each list the question probes is advised (MADV_WILLNEED) over exactly the bytes FAISS
     reads: its codes and its ids, whole pages of the mapped file; the kernel accepts every
     range. The exact vectors' ids are asked for too."""
@@ -357,6 +357,9 @@ def test_the_lists_a_question_probes_are_asked_for_at_once(ivf_with_removed, emb
 
     import faiss
 
+    from kb import page_advice
+
+    monkeypatch.setattr(page_advice, "RESIDENT_US", 0.0)  # advice never looks "all in memory": never paused
     kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
     kb.ask(QUESTIONS[0], k=1)
     vectors = kb._open_reader().vectors
@@ -396,6 +399,36 @@ def test_the_lists_a_question_probes_are_asked_for_at_once(ivf_with_removed, emb
             break
         time.sleep(0.05)
     assert ids_map.advice and set(ids_map.advice) == {mmap.MADV_WILLNEED}
+
+
+def test_advice_pauses_while_the_pages_were_in_memory(ivf_with_removed, embedder, monkeypatch):
+    """Advice that found every page in memory spares the next QUIET_SECONDS of questions
+    (on a busy machine it costs them ~1 ms); the first question after that advises again,
+    and advice that had reads to start never pauses."""
+    from kb import page_advice
+
+    now = [1000.0]
+    kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
+    kb.ask(QUESTIONS[0], k=1)
+    vectors = kb._open_reader().vectors
+    gate = vectors._advice = vectors._prefetch.gate = page_advice.AdviceGate(clock=lambda: now[0])
+    advised = []
+    real = vectors._prefetch._madvise
+    vectors._prefetch._madvise = lambda address, length: advised.append(address) or real(address, length)
+
+    def asks(question) -> bool:
+        advised.clear()
+        kb.ask(question, k=3, mode="dense")
+        return bool(advised)
+
+    monkeypatch.setattr(page_advice, "RESIDENT_US", 1e9)  # every round of advice looks "all in memory"
+    assert asks(QUESTIONS[1])  # the first question advises...
+    assert not asks(QUESTIONS[2]) and not gate.open()  # ...and the next ones, within the quiet time, do not
+    now[0] += page_advice.QUIET_SECONDS
+    assert asks(QUESTIONS[3])  # after a pause, advice again
+    monkeypatch.setattr(page_advice, "RESIDENT_US", 0.0)  # advice that started reads
+    now[0] += page_advice.QUIET_SECONDS
+    assert asks(QUESTIONS[4]) and asks(QUESTIONS[5]) and gate.open()
 
 
 def _vm_flags(path: Path) -> list[str]:
