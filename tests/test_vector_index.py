@@ -60,6 +60,16 @@ def top_ids(index_dir, k=10, **options):
     return [[(Path(h.source).name, h.char_start) for h in row] for row in rows]
 
 
+def indexed_copy(docs, tmp_path, embedder) -> tuple[Path, Path, KnowledgeBase]:
+    """(a copy of the docs to change, its index folder, the KnowledgeBase that indexed it)."""
+    folder = tmp_path / "docs"
+    shutil.copytree(docs, folder)
+    index_dir = tmp_path / "index"
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    kb.index([folder])
+    return folder, index_dir, kb
+
+
 def recall(found, truth) -> float:
     return sum(len(set(f) & set(t)) for f, t in zip(found, truth)) / sum(len(t) for t in truth)
 
@@ -83,10 +93,7 @@ def test_an_index_with_float32_lists_from_an_older_kb_answers_and_is_upgraded(do
 
     from kb.store import Store
 
-    folder = tmp_path / "docs"
-    shutil.copytree(docs, folder)
-    index_dir = tmp_path / "index"
-    KnowledgeBase(index_dir, embedder=embedder).index([folder])
+    folder, index_dir, _ = indexed_copy(docs, tmp_path, embedder)
     # Rewrite its base as kb 0.1 wrote it: IVF with float32 lists, no exact vectors beside it.
     store = Store(index_dir / "kb.sqlite", create=True)
     layout = store.get_meta("vectors")
@@ -114,11 +121,7 @@ def test_an_index_with_float32_lists_from_an_older_kb_answers_and_is_upgraded(do
 
 
 def test_ivf_follows_adds_deletes_and_compaction(docs, exact, tmp_path, embedder, small_threshold, monkeypatch):
-    folder = tmp_path / "docs"
-    shutil.copytree(docs, folder)
-    index_dir = tmp_path / "index"
-    kb = KnowledgeBase(index_dir, embedder=embedder)
-    kb.index([folder])
+    folder, index_dir, kb = indexed_copy(docs, tmp_path, embedder)
     base_file = kb.info()["vector_index"]["file"]
 
     # A new file goes to the delta: found, and the base file is not rewritten.
@@ -169,11 +172,7 @@ def assert_exact_vectors_match_the_store(index_dir):
 
 
 def test_switching_kind_across_the_threshold_keeps_answers(docs, exact, tmp_path, embedder, monkeypatch):
-    folder = tmp_path / "docs"
-    shutil.copytree(docs, folder)
-    index_dir = tmp_path / "index"
-    kb = KnowledgeBase(index_dir, embedder=embedder)
-    kb.index([folder])
+    folder, index_dir, kb = indexed_copy(docs, tmp_path, embedder)
     assert kb.info()["vector_index"]["kind"] == "flat"
     flat = top_ids(index_dir)
 
@@ -313,11 +312,7 @@ def test_damaged_exact_vectors_are_refused_and_a_rebuild_recovers(docs, tmp_path
 @pytest.fixture
 def ivf_with_removed(docs, tmp_path, embedder, small_threshold, monkeypatch):
     """An IVF base with deleted passages in it (FAISS skips them through a selector)."""
-    folder = tmp_path / "docs"
-    shutil.copytree(docs, folder)
-    index_dir = tmp_path / "index"
-    kb = KnowledgeBase(index_dir, embedder=embedder)
-    kb.index([folder])
+    folder, index_dir, kb = indexed_copy(docs, tmp_path, embedder)
     monkeypatch.setattr(vector_index, "REMOVED_MAX", 0.5)
     (folder / "shlex.rst.txt").unlink()
     kb.index([folder])
