@@ -127,13 +127,15 @@ def read_at_random(mapped: np.memmap) -> None:
     memory), each fault would otherwise read ahead up to 128 KB around its page: at 1M
     passages that made the re-scoring of one question read ~30 MB and take 0.5-1 s,
     against ~40 ms reading only the pages touched (bench/cold_pages.py)."""
-    advise = getattr(getattr(mapped, "_mmap", None), "madvise", None)
-    if advise is not None and hasattr(mmap, "MADV_RANDOM"):
-        advise(mmap.MADV_RANDOM)
+    _advise(getattr(mapped, "_mmap", None), "MADV_RANDOM")
 
 
-def ask_for_all(mapped) -> None:
-    """Ask the kernel for every page of this mapping (an mmap.mmap), in the background."""
-    advise = getattr(mapped, "madvise", None)
-    if advise is not None and hasattr(mmap, "MADV_WILLNEED"):
-        advise(mmap.MADV_WILLNEED)
+def ask_for_all(mapped: mmap.mmap | None) -> None:
+    """Ask the kernel for every page of this mapping, in the background."""
+    _advise(mapped, "MADV_WILLNEED")
+
+
+def _advise(mapped: mmap.mmap | None, advice: str) -> None:
+    """mapped.madvise(advice) where the platform and the mapping have it."""
+    if mapped is not None and hasattr(mmap, advice):
+        mapped.madvise(getattr(mmap, advice))

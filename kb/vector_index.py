@@ -132,8 +132,7 @@ class VectorIndex:
         self.size = (base.ntotal if base is not None else 0) - len(removed) + len(delta_ids)
         ivf = layout.kind == "ivf" and base is not None
         self._centroids = _centroids_in_memory(base) if ivf else None
-        self._advice = AdviceGate()  # both prefetches pause while pages were found in memory
-        self._prefetch = ListPrefetch(base, self._advice) if ivf else None
+        self._prefetch = ListPrefetch(base, AdviceGate()) if ivf else None
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, passage ids) per query row, best first; ids of -1 pad short rows.
@@ -158,7 +157,8 @@ class VectorIndex:
     def prefetch(self) -> None:
         """Start asking the kernel for what every question reads, whatever it asks (the
         exact vectors' ids), on a helper thread: it arrives while the question is embedded."""
-        if self._exact is not None and self._advice.open():
+        # Exact vectors exist only beside an IVF base; its lists' gate pauses both prefetches.
+        if self._exact is not None and self._prefetch.gate.open():
             alongside(self._exact.prefetch_ids)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:

@@ -406,7 +406,7 @@ def test_advice_pauses_while_the_pages_were_in_memory(ivf_with_removed, embedder
     kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
     kb.ask(QUESTIONS[0], k=1)
     vectors = kb._open_reader().vectors
-    gate = vectors._advice = vectors._prefetch.gate = page_advice.AdviceGate(clock=lambda: now[0])
+    gate = vectors._prefetch.gate = page_advice.AdviceGate(clock=lambda: now[0])
     advised = []
     real = vectors._prefetch._madvise
     vectors._prefetch._madvise = lambda address, length: advised.append(address) or real(address, length)
