@@ -10,7 +10,7 @@ one warm-up each, the median of --runs:
   a plain sentence-transformers + FAISS script asking the same index
   the --no-highlight ask in one process with timers: where a cold `kb ask` goes
   (interpreter start, imports, model identity, ONNX session, parity check or its
-  record, tokenizer, embedding the question, the rest of the ask)
+  record, tokenizer vocabulary, embedding the question, the rest of the ask)
 
     .venv/bin/python bench/query_latency.py [CORPUS] [--runs 7] [--question "..."]
 
@@ -73,7 +73,9 @@ def timer(name, function):
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
     return timed
 onnx_embedder._session = timer("session (another thread, beside the tokenizer)", onnx_embedder._session)
-onnx_embedder.load_tokenizer = timer("tokenizer", onnx_embedder.load_tokenizer)
+import kb.partial_tokenizer as partial_tokenizer  # one question: the vocabulary it needs (beside the session)
+Partial = partial_tokenizer.PartialTokenizer
+Partial.prepare = timer("tokenizer (cached vocabulary)", Partial.prepare)
 def waiting(build):
     def start(*args, **kwargs):
         return timer("waiting for the session", build(*args, **kwargs))

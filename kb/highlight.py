@@ -30,7 +30,8 @@ import numpy as np
 from .chunking import sentence_spans
 from .hits import Hit
 from .lexical import STOPWORDS, WORD, query_terms, terms
-from .model import ModelFiles, cache_dir, load_tokenizer, packaged_model
+from .model import ModelFiles, cache_dir, packaged_model
+from .partial_tokenizer import shared_tokenizer
 
 WEIGHT = 0.5  # share of the soft word match; XQuAD was flat from 0.2 to 0.65 (bench/highlight.py)
 STATIC_FILE = "word_pieces.npy"
@@ -94,9 +95,9 @@ class WordPieces:
     """
 
     def __init__(self, model: ModelFiles, table: np.ndarray):
-        # The tokenizer the query embedder already loaded (truncating at the model's window,
-        # which no sentence of a passage reaches): parsing tokenizer.json again costs 40 ms.
-        self.tokenizer = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
+        # The tokenizer the query embedder uses (truncating at the model's window, which no
+        # sentence of a passage reaches): building a second one would cost 40-70 ms.
+        self.tokenizer = shared_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
         self.table = np.asarray(table)  # a plain view: np.memmap's indexing is slow Python
         ids = (self.tokenizer.token_to_id(w) for w in STOPWORDS)  # a vocabulary lookup each
         self.stop_ids = {i for i in ids if i is not None}

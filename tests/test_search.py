@@ -321,7 +321,7 @@ def test_sentences_read_by_chunks_as_the_tokenizer_and_analyzer_read_them_whole(
         for a, b in sentence_spans(text):
             sentence = text[a:b]
             whole = pieces.tokenizer.encode(sentence, add_special_tokens=False).ids
-            if len(whole) >= pieces.tokenizer.truncation["max_length"]:
+            if len(whole) >= pieces.tokenizer.max_length:
                 continue  # truncated whole; chunk by chunk it is not
             words = pieces.words(sentence)
             assert words.ids == whole, sentence
