@@ -20,7 +20,7 @@ ODD = [
     "x[MASK]y [CLS]a[SEP] [PAD][UNK] [mask]", "[[SEP]]", "a" * 99, "b" * 100, "c" * 101, "d" * 101 + " e",
     "unaffable supercalifragilisticexpialidocious antidisestablishmentarianism", "naïve café Ωmega ß",
     "e\u0301clair \u200b zero\u200bwidth \ufeffbom \x00nul \x07bell", "東京で医者 한국어 ภาษาไทย", "ﬁnance ｆｕｌｌ",
-    "tab\tand\nnewline\r\n", "''\"\"--..", "3.14e-10 0x1F #hashtag @user", "",
+    "tab\tand\nnewline\r\n", "unit sep", "unit\x1fsep", "''\"\"--..", "3.14e-10 0x1F #hashtag @user", "",
 ]
 
 
@@ -119,3 +119,19 @@ def test_an_indexing_or_serving_embedder_uses_the_whole_vocabulary(model, embedd
         assert not OnnxEmbedder(model, onnx_path(model), prepack=True, threads=1)._tokenizer.is_partial
     finally:
         shared_tokenizer.cache_clear()
+
+
+def test_threads_growing_one_vocabulary_each_get_exact_tokens(model, monkeypatch):
+    """A server's workers share the highlighter's tokenizer: texts arriving at once on
+    several threads each get the whole tokenizer's reading."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(kb.partial_tokenizer, "FULL_AFTER", 10**9)
+    whole = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
+    shared = PartialTokenizer(model.tokenizer_file, max_length=model.max_seq_length)
+    texts = varied_texts()
+    batches = [texts[n::8] for n in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        read = list(pool.map(lambda batch: [e.ids for e in shared.encode_batch(batch)], batches))
+    assert read == [[e.ids for e in whole.encode_batch(batch)] for batch in batches]
+    assert shared.is_partial
