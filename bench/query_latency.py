@@ -7,6 +7,7 @@ one warm-up each, the median of --runs:
   kb ask "..." --json --mode lexical       (no model at all: the floor of any kb ask)
   KB_EMBEDDER=torch kb ask "..." --json    (the same CLI on sentence-transformers)
   python -c "import sentence_transformers" (the floor of any torch-based answer)
+  python -c "import click, numpy, onnxruntime, ..." (the floor of any kb ask; + faiss)
   a plain sentence-transformers + FAISS script asking the same index
   the --no-highlight ask in one process with timers: where a cold `kb ask` goes
   (interpreter start, imports, model identity, ONNX session, parity check or its
@@ -52,6 +53,9 @@ scores, ids = index.search(model.encode([question], normalize_embeddings=True), 
 print(json.dumps([int(i) for i in ids[0]]))
 """
 
+
+# What a hybrid `kb ask` cannot start without, before any of kb's own work: its floor.
+ASK_LIBRARIES = "click, sqlite3, numpy, onnxruntime, tokenizers, tantivy"
 
 # Timers around the steps of a cold `kb ask --no-highlight`, in one process. It pokes at
 # kb.onnx_embedder's private steps: if they are renamed, this fails loudly.
@@ -202,6 +206,9 @@ def main() -> None:
             "python -c 'import sentence_transformers'": ([sys.executable, "-c", "import sentence_transformers"], env),
             "plain sentence-transformers + faiss script": (plain, env),
             "python -c pass": ([sys.executable, "-c", "pass"], env),
+            "python -c 'import <libraries a kb ask needs>'": ([sys.executable, "-c", f"import {ASK_LIBRARIES}"], env),
+            "the same + faiss (an index past 20,000 passages)": ([sys.executable, "-c", f"import {ASK_LIBRARIES}, faiss"],
+                                                                 env),
         }
         times, errors = round_robin(commands, args.runs)
     finally:
