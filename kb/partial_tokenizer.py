@@ -186,7 +186,7 @@ class PartialTokenizer:
 
 def _partial_is_exact(spec: dict, vocab: dict[str, int]) -> bool:
     """True for a WordPiece tokenizer whose added tokens are matched on the raw text as is
-    (BERT's): the case the argument in this module's docstring covers."""
+    (BERT's): the case PartialTokenizer._choose's argument covers."""
     model = spec.get("model") or {}
     plain = all(not t.get("normalized") and not t.get("single_word") and not t.get("lstrip")
                 and not t.get("rstrip") for t in spec.get("added_tokens") or [])
@@ -202,7 +202,8 @@ def _parsed(tokenizer_file: Path) -> tuple[dict, dict[str, int]]:
     path = cache_dir() / "tokenizer" / (hashlib.sha256(identity[0].encode()).hexdigest()[:32] + ".marshal")
     try:
         cached = marshal.loads(path.read_bytes())
-        if cached["format"] == CACHE_FORMAT and cached["identity"] == identity:
+        if (cached["format"] == CACHE_FORMAT and cached["identity"] == identity
+                and isinstance(cached["spec"], dict) and isinstance(cached["vocab"], dict)):
             return cached["spec"], cached["vocab"]
     except (OSError, ValueError, EOFError, TypeError, KeyError):
         pass
