@@ -107,7 +107,7 @@ class PartialTokenizer:
 
     # -- choosing the vocabulary ---------------------------------------------------------
     def _covering(self, texts: Iterable[str]):
-        """A tokenizer whose vocabulary holds every entry these texts can look up."""
+        """A tokenizer whose vocabulary holds every entry WordPiece will match in these texts."""
         if self._full is not None:
             return self._full
         with self._lock:
