@@ -37,6 +37,26 @@ def cache_dir() -> Path:
     return Path(base) / "kb"
 
 
+def file_identity(path: Path) -> list:
+    """[resolved path, device, inode, size, mtime, ctime]: what a record of a file's contents
+    is keyed on. A replaced file has a new inode, one rewritten in place a new ctime (which
+    no program can set back), so either misses the record whatever its size and mtime."""
+    st = path.stat()
+    return [str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def write_cache_file(path: Path, data: bytes) -> None:
+    """Write a file of kb's cache whole or not at all (a temp file renamed over it); a
+    cache that cannot be written only costs speed, so that is not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     """The packaged model on disk and the facts an index must agree with.
@@ -95,8 +115,7 @@ def weights_sha256(weights: Path) -> str:
     The inode and ctime make a replaced or rewritten file miss the memo, whatever its
     size and mtime (as for kb.onnx_embedder's recorded checks).
     """
-    st = weights.stat()
-    key = f"{weights.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    key = "|".join(map(str, file_identity(weights)))
     memo_file = cache_dir() / "weights-sha256.json"
     try:
         memo = json.loads(memo_file.read_text())
@@ -109,13 +128,7 @@ def weights_sha256(weights: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     memo[key] = digest.hexdigest()
-    try:
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_file)
-    except OSError:
-        pass  # a read-only cache only costs speed
+    write_cache_file(memo_file, json.dumps(memo).encode())
     return memo[key]
 
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import marshal
-import os
 import re
 import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .model import cache_dir, load_tokenizer
+from .model import cache_dir, file_identity, load_tokenizer, write_cache_file
 
 FULL_AFTER = 4_000  # entries chosen: past this, a rebuild costs ~6 ms, a tenth of the whole build
 CACHE_FORMAT = 1
@@ -197,8 +196,7 @@ def _partial_is_exact(spec: dict, vocab: dict[str, int]) -> bool:
 def _parsed(tokenizer_file: Path) -> tuple[dict, dict[str, int]]:
     """(tokenizer.json without its vocabulary, the vocabulary), from kb's cache when it
     was written from this very file (same device, inode, size, mtime and ctime)."""
-    st = tokenizer_file.stat()
-    identity = [str(tokenizer_file.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    identity = file_identity(tokenizer_file)
     path = cache_dir() / "tokenizer" / (hashlib.sha256(identity[0].encode()).hexdigest()[:32] + ".marshal")
     try:
         cached = marshal.loads(path.read_bytes())
@@ -212,12 +210,5 @@ def _parsed(tokenizer_file: Path) -> tuple[dict, dict[str, int]]:
     if not isinstance(vocab, dict):
         return spec, {}
     spec["model"] = {k: v for k, v in spec["model"].items() if k != "vocab"}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(marshal.dumps({"format": CACHE_FORMAT, "identity": identity, "spec": spec,
-                                       "vocab": vocab}))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs the parse
+    write_cache_file(path, marshal.dumps({"format": CACHE_FORMAT, "identity": identity, "spec": spec, "vocab": vocab}))
     return spec, vocab
