@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 from .model import cache_dir, file_identity, load_tokenizer, write_cache_file
 
 FULL_AFTER = 4_000  # entries chosen: past this, a rebuild costs ~6 ms, a tenth of the whole build
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the longest entry's length kept beside the vocabulary
 # Whitespace to BERT's normaliser and pre-tokeniser alike (Python's str.split would also
 # split at \x1c-\x1f, control characters the normaliser deletes, joining their neighbours).
 _BREAKS = re.compile(r"[ \t\n\r]+")
@@ -64,7 +64,7 @@ class PartialTokenizer:
                 self._set_up()
 
     def _set_up(self) -> None:
-        spec, vocab = _parsed(self.tokenizer_file)
+        spec, vocab, self._longest = _parsed(self.tokenizer_file)
         if not _partial_is_exact(spec, vocab):  # another kind of tokenizer: only the whole one is right
             self.expect_many()
             return
@@ -72,7 +72,6 @@ class PartialTokenizer:
         model = spec["model"]
         self._prefix = model["continuing_subword_prefix"]
         self._max_chars = int(model["max_input_chars_per_word"])
-        self._longest = max(map(len, vocab), default=0)
         specials = [t["content"] for t in spec["added_tokens"]]
         self._specials = re.compile("|".join(map(re.escape, sorted(specials, key=len, reverse=True))))
         self._chosen = {content: vocab[content] for content in specials if content in vocab}
@@ -193,22 +192,26 @@ def _partial_is_exact(spec: dict, vocab: dict[str, int]) -> bool:
             and spec.get("normalizer") is not None and spec.get("pre_tokenizer") is not None and plain)
 
 
-def _parsed(tokenizer_file: Path) -> tuple[dict, dict[str, int]]:
-    """(tokenizer.json without its vocabulary, the vocabulary), from kb's cache when it
-    was written from this very file (same device, inode, size, mtime and ctime)."""
+def _parsed(tokenizer_file: Path) -> tuple[dict, dict[str, int], int]:
+    """(tokenizer.json without its vocabulary, the vocabulary, its longest entry's length),
+    from kb's cache when it was written from this very file (kb.model.file_identity); the
+    length is kept too, as finding it again costs 2 ms of a cold `kb ask`."""
     identity = file_identity(tokenizer_file)
     path = cache_dir() / "tokenizer" / (hashlib.sha256(identity[0].encode()).hexdigest()[:32] + ".marshal")
     try:
         cached = marshal.loads(path.read_bytes())
         if (cached["format"] == CACHE_FORMAT and cached["identity"] == identity
-                and isinstance(cached["spec"], dict) and isinstance(cached["vocab"], dict)):
-            return cached["spec"], cached["vocab"]
+                and isinstance(cached["spec"], dict) and isinstance(cached["vocab"], dict)
+                and isinstance(cached["longest"], int)):
+            return cached["spec"], cached["vocab"], cached["longest"]
     except (OSError, ValueError, EOFError, TypeError, KeyError):
         pass
     spec = json.loads(tokenizer_file.read_text(encoding="utf-8"))
     vocab = (spec.get("model") or {}).get("vocab")
     if not isinstance(vocab, dict):
-        return spec, {}
+        return spec, {}, 0
     spec["model"] = {k: v for k, v in spec["model"].items() if k != "vocab"}
-    write_cache_file(path, marshal.dumps({"format": CACHE_FORMAT, "identity": identity, "spec": spec, "vocab": vocab}))
-    return spec, vocab
+    longest = max(map(len, vocab), default=0)
+    write_cache_file(path, marshal.dumps({"format": CACHE_FORMAT, "identity": identity, "spec": spec, "vocab": vocab,
+                                          "longest": longest}))
+    return spec, vocab, longest
