@@ -13,7 +13,12 @@ one warm-up each, the median of --runs:
   (interpreter start, imports, model identity, ONNX session, parity check or its
   record, tokenizer vocabulary, embedding the question, the rest of the ask)
 
-    .venv/bin/python bench/query_latency.py [CORPUS] [--runs 7] [--question "..."]
+    .venv/bin/python bench/query_latency.py [CORPUS] [--runs 7] [--question "..."] [--busy N] [--code DIR]
+
+Each command's CPU seconds (user + system, its children included) are printed beside its
+wall seconds. --busy N keeps N cores spinning in other processes while timing, as another
+job on a shared machine would. --code DIR runs the kb of another checkout (e.g. a git
+worktree of an older commit; through PYTHONPATH, which comes before the installed kb).
 
 Targets from the issues: kb ask <= 0.12x the bare import; a cold kb ask on the shipped
 article <= 0.30 s (issue 8: highlighting included). kb's own modules are byte-compiled
@@ -141,32 +146,44 @@ def machine_report() -> str:
 
 def timed(command: list[str], env: dict | None = None) -> tuple[float, str]:
     """Wall seconds of one whole process, and its stdout (fails loudly if it fails)."""
-    seconds, stdout, _ = run(command, env)
+    seconds, _, stdout, _ = run(command, env)
     return seconds, stdout
 
 
-def run(command: list[str], env: dict | None = None) -> tuple[float, str, str]:
-    """Wall seconds of one whole process, its stdout and stderr (fails loudly if it fails)."""
+def run(command: list[str], env: dict | None = None) -> tuple[float, float, str, str]:
+    """Wall and CPU seconds of one whole process, its stdout and stderr (fails loudly if it fails)."""
+    before = os.times()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
+    after = os.times()
     if done.returncode != 0:
         sys.exit(f"bench: {' '.join(command[:3])} failed ({done.returncode}): {done.stderr.strip()[-300:]}")
-    return seconds, done.stdout, done.stderr
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return seconds, cpu, done.stdout, done.stderr
 
 
-def round_robin(commands: dict[str, tuple[list[str], dict]], runs: int) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
-    """One warm-up each, then `runs` rounds of every command in turn: (seconds, stderr) per command."""
+def round_robin(commands: dict[str, tuple[list[str], dict]], runs: int
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[str]]]:
+    """One warm-up each, then `runs` rounds of every command in turn: (wall seconds, CPU
+    seconds, stderr) per command."""
     for command, env in commands.values():
         run(command, env)
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     errors: dict[str, list[str]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, (command, env) in commands.items():
-            seconds, _, stderr = run(command, env)
+            seconds, used, _, stderr = run(command, env)
             times[name].append(seconds)
+            cpu[name].append(used)
             errors[name].append(stderr)
-    return times, errors
+    return times, cpu, errors
+
+
+def busy_cores(n: int) -> list[subprocess.Popen]:
+    """n processes that spin until killed: another job holding n cores."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def main() -> None:
@@ -175,13 +192,20 @@ def main() -> None:
     parser.add_argument("--question", default="Why did junior doctors vote to strike?")
     parser.add_argument("--runs", type=int, default=7, help="timed runs per command (median reported)")
     parser.add_argument("-k", type=int, default=5)
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N cores spinning in other processes while timing")
+    parser.add_argument("--code", type=Path, default=None, metavar="DIR",
+                        help="the kb checkout to run (default: the installed kb)")
     args = parser.parse_args()
 
     kb = str(BIN / "kb")
     work = Path(tempfile.mkdtemp(prefix="kb-bench-query-"))
+    spinning: list[subprocess.Popen] = []
     try:
         index_dir = str(work / "index")
         env = {k: v for k, v in os.environ.items() if k != "KB_EMBEDDER"}
+        if args.code:
+            env["PYTHONPATH"] = str(args.code.resolve())
         torch_env = {**env, "KB_EMBEDDER": "torch"}
         # Untimed: builds the index and, on a first run, exports the model to ONNX.
         started = time.perf_counter()
@@ -195,7 +219,9 @@ def main() -> None:
         onnx_ids = [h["passage_id"] for h in json.loads(timed(dense, env)[1])["results"]]
         plain_ids = json.loads(timed(plain, env)[1])
         print(machine_report())
-        print(byte_compile_kb())
+        print(byte_compile_kb(args.code.resolve() / "kb") if args.code else byte_compile_kb())
+        if args.code:
+            print(f"kb from {args.code.resolve()}")
         commands = {
             "kb ask --json (onnx)": (ask, env),
             "kb ask --json --no-highlight": (ask + ["--no-highlight"], env),
@@ -210,14 +236,20 @@ def main() -> None:
             "the same + faiss (an index past 20,000 passages)": ([sys.executable, "-c", f"import {ASK_LIBRARIES}, faiss"],
                                                                  env),
         }
-        times, errors = round_robin(commands, args.runs)
+        spinning = busy_cores(args.busy)
+        if spinning:
+            print(f"{len(spinning)} core(s) kept busy by other processes while timing")
+        times, cpu, errors = round_robin(commands, args.runs)
     finally:
+        for process in spinning:
+            process.kill()
         shutil.rmtree(work, ignore_errors=True)
 
     medians = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"\nmedian of {args.runs} whole-process runs after one warm-up each (seconds):")
+    print(f"\nmedian of {args.runs} whole-process runs after one warm-up each (seconds; wall, then CPU):")
     for name, seconds in medians.items():
-        print(f"  {seconds:7.3f}  {name}   (min {min(times[name]):.3f}, max {max(times[name]):.3f})")
+        print(f"  {seconds:7.3f}  {statistics.median(cpu[name]):6.3f}  {name}   "
+              f"(wall min {min(times[name]):.3f}, max {max(times[name]):.3f})")
 
     phases = [json.loads(err.strip().splitlines()[-1]) for err in errors["kb ask --no-highlight, timed inside"]]
     whole = medians["kb ask --no-highlight, timed inside"]

@@ -184,6 +184,7 @@ def ask(ctx, question, k, index_dir, as_json, mode, min_score, paths, mmr, no_hi
             raise BadInput("--index and --server exclude each other: the server answers from its own index")
         kb = RemoteKnowledgeBase(server, token=token)
     else:
+        _import_numpy_without_blas_threads()
         from .knowledge_base import KnowledgeBase
 
         kb = KnowledgeBase(index_dir, many_questions=question == "-")
@@ -375,6 +376,25 @@ def _progress_bar(progress) -> None:
 
 def main() -> None:
     cli(prog_name="kb")
+
+
+def _import_numpy_without_blas_threads() -> None:
+    """Import numpy with its OpenBLAS on one thread, for a process that answers questions.
+
+    Loading OpenBLAS starts a thread per core that spins for ~0.1 s waiting for work. kb
+    never calls numpy's BLAS (its small products use einsum), so that thread only takes
+    CPU from the rest of a cold `kb ask`: about 0.1 s of it here, and wall time whenever
+    another job holds a core (figures in the README). FAISS brings its own OpenBLAS,
+    loaded later, which keeps its threads. A user's own OPENBLAS_NUM_THREADS is left as
+    it is.
+    """
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 def run() -> None:
