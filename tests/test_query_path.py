@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ["faiss", "onnxruntime", "sentence_transformers", "tokenizers", "torch", "transformers"]
 
 # Runs the real CLI entry point in a fresh interpreter, then reports what got imported.
@@ -49,3 +51,43 @@ def test_help_and_info_load_no_model_and_no_vectors(article_index):
         assert report["exit"] == 0, stderr
         assert output
         assert report["loaded"] == [], args
+
+
+# Runs `kb ask` in a fresh interpreter, then reports each BLAS library's thread count
+# (numpy's loaded by the ask; FAISS's loaded afterwards) and what the environment holds.
+BLAS_PROBE = """
+import json, os, sys
+sys.argv = ["kb"] + json.loads(sys.argv[1])
+from kb.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+import faiss, threadpoolctl
+threads = {("numpy" if "scipy_openblas" in p["filepath"] else "faiss"): p["num_threads"]
+           for p in threadpoolctl.threadpool_info() if p["internal_api"] == "openblas"}
+print(json.dumps({"threads": threads, "env": os.environ.get("OPENBLAS_NUM_THREADS")}))
+"""
+
+
+def blas_after_ask(article_index, env_extra: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("KB_EMBEDDER", "OPENBLAS_NUM_THREADS")}
+    args = ["ask", "Why did junior doctors vote to strike?", "--json", "-k", "2", "--index", str(article_index)]
+    done = subprocess.run([sys.executable, "-c", BLAS_PROBE, json.dumps(args)], capture_output=True, text=True,
+                          env={**env, **env_extra}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_ask_starts_no_blas_threads_for_numpy_and_leaves_faiss_its_own(article_index):
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: OpenBLAS starts no worker threads either way")
+    report = blas_after_ask(article_index, {})
+    # numpy's BLAS, which kb never calls, on one thread: no worker spinning beside the ask...
+    assert report["threads"]["numpy"] == 1
+    # ...and nothing left behind: FAISS, loaded later, still gets every core for indexing.
+    assert report["env"] is None
+    assert report["threads"]["faiss"] == cores
+    # A user's own setting is theirs.
+    assert blas_after_ask(article_index, {"OPENBLAS_NUM_THREADS": "2"})["threads"]["numpy"] == 2
