@@ -71,7 +71,9 @@ print(json.dumps({"threads": threads, "env": os.environ.get("OPENBLAS_NUM_THREAD
 
 
 def blas_after_ask(article_index, env_extra: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("KB_EMBEDDER", "OPENBLAS_NUM_THREADS")}
+    # Without any thread-count setting of the caller's: both libraries' own defaults.
+    unset = ("KB_EMBEDDER", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     args = ["ask", "Why did junior doctors vote to strike?", "--json", "-k", "2", "--index", str(article_index)]
     done = subprocess.run([sys.executable, "-c", BLAS_PROBE, json.dumps(args)], capture_output=True, text=True,
                           env={**env, **env_extra}, timeout=300)
