@@ -141,7 +141,11 @@ def load_tokenizer(tokenizer_file: Path, max_length: int | None = None):
     """
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    return fit_window(Tokenizer.from_file(str(tokenizer_file)), max_length)
+
+
+def fit_window(tokenizer, max_length: int | None):
+    """The tokenizer, set to pad nothing and to truncate at max_length (None: never)."""
     tokenizer.no_padding()
     if max_length is None:
         tokenizer.no_truncation()

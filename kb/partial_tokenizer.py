@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .model import cache_dir, file_identity, load_tokenizer, write_cache_file
+from .model import cache_dir, file_identity, fit_window, load_tokenizer, write_cache_file
 
 FULL_AFTER = 4_000  # entries chosen: past this, a rebuild costs ~6 ms, a tenth of the whole build
 CACHE_FORMAT = 2  # 2: the longest entry's length kept beside the vocabulary
@@ -173,13 +173,7 @@ class PartialTokenizer:
         from tokenizers import Tokenizer
 
         spec = dict(self._spec, model=dict(self._spec["model"], vocab=self._chosen))
-        tokenizer = Tokenizer.from_str(json.dumps(spec))
-        tokenizer.no_padding()
-        if self.max_length is None:
-            tokenizer.no_truncation()
-        else:
-            tokenizer.enable_truncation(max_length=self.max_length)
-        return tokenizer
+        return fit_window(Tokenizer.from_str(json.dumps(spec)), self.max_length)
 
 
 def _partial_is_exact(spec: dict, vocab: dict[str, int]) -> bool:
