@@ -8,7 +8,7 @@ for the 75k passages of scale-docs). Held-out passages serve as queries ("more l
 along with the first sentence of other held-out passages (short, question-like). For
 growing prefixes of the corpus it prints, per index kind and parameter: recall@10 against
 exact inner-product search, and single-thread milliseconds per query. This is what chose
-kb.vector_index's FLAT_MAX, nlist_for and nprobe_for.
+kb.store.vector_index's FLAT_MAX, nlist_for and nprobe_for.
 
 The default --docs is ../shared/data/scale-docs: 1,240 documentation files (Python, git,
 Node.js, R and Debian manuals, each under its own free licence); any folder of real text
@@ -36,8 +36,8 @@ from corpus import passages  # noqa: E402
 
 def embeddings(texts: list[str], path: Path) -> np.ndarray:
     """Vectors of texts, embedded in chunks and cached at path (resumes where it stopped)."""
-    from kb.embedding import load_embedder
-    from kb.model import packaged_model
+    from kb.embed.embedding import load_embedder
+    from kb.embed.model import packaged_model
 
     done_file = path.with_suffix(".done")
     done = int(done_file.read_text()) if done_file.exists() and path.exists() else 0
@@ -89,8 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     import faiss
 
-    from kb.model import cache_dir
-    from kb.vector_index import RESCORE_FACTOR, nlist_for, nprobe_for
+    from kb.embed.model import cache_dir
+    from kb.store.vector_index import RESCORE_FACTOR, nlist_for, nprobe_for
 
     print(machine.line())
     cache = Path(args.cache) if args.cache else cache_dir() / "bench" / "ann"
@@ -104,7 +104,7 @@ def main() -> None:
     order = rng.permutation(len(vectors))
     held = order[: 2 * args.queries]
     corpus = np.sort(order[2 * args.queries :])
-    from kb.chunking import sentence_spans
+    from kb.ingest.chunking import sentence_spans
 
     firsts = []
     for i in held[args.queries :]:

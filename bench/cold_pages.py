@@ -6,7 +6,7 @@ minute), where a long-lived process meets it again after every pause.
 
 Per index (build them with bench/scale.py, which keeps them in --work):
 - paged out: one long-lived process (KnowledgeBase, default hybrid mode with the best
-  sentence) asks each question after a pause (kb.page_advice.QUIET_SECONDS, a second)
+  sentence) asks each question after a pause (kb.store.page_advice.QUIET_SECONDS, a second)
   during which every page of the index's files is dropped, from the process (madvise
   MADV_PAGEOUT on each of its mappings of those files) and from the page cache
   (posix_fadvise DONTNEED); p50 / p95 ms, beside the same questions asked warm;
@@ -66,7 +66,7 @@ import json, statistics, sys, time
 from kb import KnowledgeBase
 
 try:
-    from kb.page_advice import QUIET_SECONDS
+    from kb.store.page_advice import QUIET_SECONDS
 except ImportError:  # a kb from before the advice
     QUIET_SECONDS = 1.0
 
@@ -93,7 +93,7 @@ warm = [timed(q) for q in questions]
 paged_out = []
 for q in questions:
     # A pause, as between an agent's questions, during which the machine drops the pages
-    # (kb asks the kernel for them again after a pause: kb.page_advice.AdviceGate).
+    # (kb asks the kernel for them again after a pause: kb.store.page_advice.AdviceGate).
     time.sleep(QUIET_SECONDS)
     drop(index)
     paged_out.append(timed(q))

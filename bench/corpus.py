@@ -12,9 +12,9 @@ def passages(docs: Path, cache: Path) -> list[dict]:
     path = cache / "passages.jsonl"
     if path.exists():
         return [json.loads(line) for line in path.open(encoding="utf-8")]
-    from kb.documents import discover, read_document
-    from kb.model import TokenCounter, packaged_model
-    from kb.passages import ChunkSettings, make_passages
+    from kb.ingest.documents import discover, read_document
+    from kb.embed.model import TokenCounter, packaged_model
+    from kb.ingest.passages import ChunkSettings, make_passages
 
     counter = TokenCounter(packaged_model().tokenizer_file)
     rows = []

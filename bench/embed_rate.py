@@ -18,7 +18,7 @@ Settings (--settings, comma-separated):
   ...-t2      threads = cores, one batch at a time (every layer split over the cores)
   ...-spin    with onnxruntime's default spinning threads and load-time optimisation
   ...-bN      batches of N texts, whatever their length (e.g. kb-b1, int8-b8, kb-t2-b32);
-              kb's default is runs of at most 1,024 word pieces (kb.onnx_embedder)
+              kb's default is runs of at most 1,024 word pieces (kb.embed.onnx_embedder)
   old         kb before this change: unfused graph optimised at load, threads = cores,
               spinning threads, batches of 32 (exported here, untimed)
   st          SentenceTransformer.encode(batch_size=32), torch threads = cores: the
@@ -57,9 +57,9 @@ def make_sets(data: Path, count: int, dest: Path) -> dict:
     """Read and chunk files as `kb index` does; write {short, full} passage texts to dest."""
     from index_throughput import take_slice
 
-    from kb.documents import discover, read_document
-    from kb.model import TokenCounter, packaged_model
-    from kb.passages import ChunkSettings, make_passages
+    from kb.ingest.documents import discover, read_document
+    from kb.embed.model import TokenCounter, packaged_model
+    from kb.ingest.passages import ChunkSettings, make_passages
 
     counter = TokenCounter(packaged_model().tokenizer_file)
     with tempfile.TemporaryDirectory(prefix="kb-bench-embed-") as work:
@@ -84,8 +84,8 @@ def make_sets(data: Path, count: int, dest: Path) -> dict:
 
 def export_old(dest: Path) -> None:
     """The graph kb exported before: torch's export as it comes, no fusion, weights inline."""
-    from kb.model import offline_environment, packaged_model
-    from kb.onnx_embedder import OPSET, _mean_pooled
+    from kb.embed.model import offline_environment, packaged_model
+    from kb.embed.onnx_embedder import OPSET, _mean_pooled
 
     offline_environment()
     import torch
@@ -110,7 +110,7 @@ def worker(setting: str, which: str, sets_file: Path, old_model: Path) -> None:
     texts = json.loads(sets_file.read_text())[which]
     cores = len(os.sched_getaffinity(0))
     if setting.startswith("st"):
-        from kb.model import offline_environment, packaged_model
+        from kb.embed.model import offline_environment, packaged_model
 
         offline_environment()
         import torch
@@ -123,8 +123,8 @@ def worker(setting: str, which: str, sets_file: Path, old_model: Path) -> None:
         def embed(batch):
             return st.encode(batch, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     else:
-        from kb.model import packaged_model
-        from kb.onnx_embedder import OnnxEmbedder
+        from kb.embed.model import packaged_model
+        from kb.embed.onnx_embedder import OnnxEmbedder
 
         if setting == "old":
             name, t2, spin, batch = "kb", "-t2", "-spin", "32"  # batches of 32 texts, as before
@@ -190,11 +190,11 @@ def main() -> None:
         for recipe in {ONNX_SETTING.fullmatch(s).group(1) for s in settings if s.startswith("int8")}:
             from int8 import build
 
-            from kb.model import packaged_model
+            from kb.embed.model import packaged_model
 
             build(packaged_model(), recipe)
         # Untimed: the export and its recorded check exist, as after any first `kb index`.
-        subprocess.run([sys.executable, "-c", "from kb.embedding import load_embedder; from kb.model import "
+        subprocess.run([sys.executable, "-c", "from kb.embed.embedding import load_embedder; from kb.embed.model import "
                         "packaged_model; load_embedder(packaged_model(), for_indexing=True)"], env=env, check=True)
         print(machine_report())
         for name, (n, pieces, chars) in described.items():

@@ -13,7 +13,7 @@ Methods:
 - terms: term evidence only;
 - static-mean: 0.5 x term evidence + 0.5 x cosine of the mean static word-piece vectors
   of question and sentence (the model's input embedding table: no model call);
-- default (kb.highlight): 0.5 x term evidence + 0.5 x, for each word piece of the
+- default (kb.query.highlight): 0.5 x term evidence + 0.5 x, for each word piece of the
   question (stopwords dropped), its best cosine with the sentence's pieces, averaged.
 
 XQuAD is at https://github.com/google-deepmind/xquad (English split, BEIR layout built
@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 import machine  # noqa: E402
 
 from kb import KnowledgeBase  # noqa: E402
-from kb.chunking import sentence_spans  # noqa: E402
+from kb.ingest.chunking import sentence_spans  # noqa: E402
 from kb.evaluate import build_index, load_dataset  # noqa: E402
-from kb.highlight import _STOP_PREFIXES, WordPieces, _prefixes, _Query  # noqa: E402
-from kb.lexical import STOPWORDS, WORD, query_terms  # noqa: E402
-from kb.model import cache_dir, packaged_model  # noqa: E402
+from kb.query.highlight import _STOP_PREFIXES, WordPieces, _prefixes, _Query  # noqa: E402
+from kb.store.lexical import STOPWORDS, WORD, query_terms  # noqa: E402
+from kb.embed.model import cache_dir, packaged_model  # noqa: E402
 
 
 def pick(method, question, text, spans, lexical, pieces, embedder, question_vector):
@@ -72,8 +72,8 @@ def _mean(pieces, ids):
 
 
 def _evidence(question, sentences, lexical):
-    """kb.highlight's term evidence and prefix tie-break, alone."""
-    from kb.lexical import terms
+    """kb.query.highlight's term evidence and prefix tie-break, alone."""
+    from kb.store.lexical import terms
 
     wanted = query_terms(question)
     prefixes = _prefixes(question) - _STOP_PREFIXES
@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     methods = args.method or ["model", "terms", "static-mean", "default"]
     print(machine.line())
-    from kb.embedding import load_embedder
+    from kb.embed.embedding import load_embedder
 
     embedder = load_embedder(packaged_model())
     pieces = WordPieces.load()

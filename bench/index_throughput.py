@@ -38,9 +38,9 @@ from query_latency import BIN, ROOT, machine_report, timed
 
 PASSAGES = """
 import os, sys
-from kb.documents import discover, read_document
-from kb.model import TokenCounter, packaged_model
-from kb.passages import ChunkSettings, make_passages
+from kb.ingest.documents import discover, read_document
+from kb.embed.model import TokenCounter, packaged_model
+from kb.ingest.passages import ChunkSettings, make_passages
 counter = TokenCounter(packaged_model().tokenizer_file)
 texts = [p.embedding_text for f in discover([sys.argv[1]]).files
          for p in make_passages(read_document(f), counter, ChunkSettings())]
@@ -48,7 +48,7 @@ texts = [p.embedding_text for f in discover([sys.argv[1]]).files
 
 ENCODE_SCRIPT = PASSAGES + """
 import json, time
-from kb.model import offline_environment
+from kb.embed.model import offline_environment
 offline_environment()
 from sentence_transformers import SentenceTransformer
 import torch
@@ -62,7 +62,7 @@ print(json.dumps({"passages": len(texts), "seconds": time.perf_counter() - start
 
 EMBED_SCRIPT = PASSAGES + """
 import json, time
-from kb.embedding import load_embedder
+from kb.embed.embedding import load_embedder
 embedder = load_embedder(packaged_model(), for_indexing=True)
 embedder.embed(texts[:32])  # warm-up
 started, cpu = time.perf_counter(), time.process_time()
@@ -104,9 +104,9 @@ def timed_cpu(command: list[str], env: dict) -> tuple[float, float, str]:
 
 def full_size_corpus(data: Path, dest: Path, count: int, work: Path) -> int:
     """One .txt file per full-size passage of DATA's documents; returns how many."""
-    from kb.documents import discover, read_document
-    from kb.model import TokenCounter, packaged_model
-    from kb.passages import ChunkSettings, make_passages
+    from kb.ingest.documents import discover, read_document
+    from kb.embed.model import TokenCounter, packaged_model
+    from kb.ingest.passages import ChunkSettings, make_passages
 
     counter = TokenCounter(packaged_model().tokenizer_file)
     source = work / "full-source"

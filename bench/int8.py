@@ -2,7 +2,7 @@
 
 kb offers its int8 variant (`kb index --int8`) because it measured >= 1.5x faster than
 kb's fp32 embedder and lost <= 0.005 nDCG@10 on SciFact test. The variant is
-kb.onnx_embedder.export_int8: onnxruntime's dynamic quantisation of kb's own fp32
+kb.embed.onnx_embedder.export_int8: onnxruntime's dynamic quantisation of kb's own fp32
 export (int8 weights per output channel, every op it knows: MatMul, Attention,
 EmbedLayerNormalization), each text run on its own. For comparison, a milder recipe
 built here:
@@ -39,8 +39,8 @@ RECIPES = {"int8-matmul": ["MatMul"]}  # recipe -> op types quantised (kb's own 
 
 def int8_path(model, recipe: str) -> Path:
     """Where an int8 model lives: kb's own variant in kb's cache, a recipe of this bench beside it."""
-    from kb.model import cache_dir, packaged_model
-    from kb.onnx_embedder import onnx_path
+    from kb.embed.model import cache_dir, packaged_model
+    from kb.embed.onnx_embedder import onnx_path
 
     if recipe == "int8":
         return onnx_path(packaged_model("int8"))
@@ -52,8 +52,8 @@ def build(model, recipe: str) -> Path:
     its own (so kb's OnnxEmbedder loads and checks it like any export). Idempotent."""
     dest = int8_path(model, recipe)
     if recipe == "int8":
-        from kb.embedding import load_embedder
-        from kb.model import packaged_model
+        from kb.embed.embedding import load_embedder
+        from kb.embed.model import packaged_model
 
         return load_embedder(packaged_model("int8"), for_indexing=True).path
     if dest.is_file():
@@ -61,8 +61,8 @@ def build(model, recipe: str) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from kb.embedding import load_embedder
-    from kb.onnx_embedder import PROBES, REFERENCE_FILE, REFERENCE_FORMAT, _quiet_logging, _save_optimised, onnx_path
+    from kb.embed.embedding import load_embedder
+    from kb.embed.onnx_embedder import PROBES, REFERENCE_FILE, REFERENCE_FORMAT, _quiet_logging, _save_optimised, onnx_path
 
     load_embedder(model, for_indexing=True)  # makes sure kb's export exists
     work = Path(tempfile.mkdtemp(prefix="kb-int8-"))
@@ -93,7 +93,7 @@ def raw_embed(path: Path, model, texts: list[str]):
     import numpy as np
     import onnxruntime as ort
 
-    from kb.model import load_tokenizer
+    from kb.embed.model import load_tokenizer
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     tokenizer = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
@@ -138,10 +138,10 @@ def main() -> None:
 
     from query_latency import machine_report
 
-    from kb.embedding import SentenceTransformerEmbedder, load_embedder
+    from kb.embed.embedding import SentenceTransformerEmbedder, load_embedder
     from kb.evaluate import evaluate
-    from kb.model import cache_dir, packaged_model
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.model import cache_dir, packaged_model
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     model = packaged_model()
     recipes = [r for r in args.recipes.split(",") if r]

@@ -35,7 +35,7 @@ import machine  # noqa: E402
 from scale import QUESTIONS  # noqa: E402
 
 from corpus import passages  # noqa: E402
-from kb.lexical import STOPWORDS, LexicalIndex, LexicalWriter, query_terms  # noqa: E402
+from kb.store.lexical import STOPWORDS, LexicalIndex, LexicalWriter, query_terms  # noqa: E402
 
 
 def fts5_build(path: Path, rows: list[dict], copies: int) -> float:
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=1_000_000)
     parser.add_argument("--cache", default=None, help="where passages and both indexes are kept")
     args = parser.parse_args()
-    from kb.model import cache_dir
+    from kb.embed.model import cache_dir
 
     print(machine.line())
     cache = Path(args.cache) if args.cache else cache_dir() / "bench" / "ann"

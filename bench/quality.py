@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import machine  # noqa: E402
 
 from kb.evaluate import evaluate  # noqa: E402
-from kb.model import cache_dir  # noqa: E402
-from kb.render import eval_text  # noqa: E402
+from kb.embed.model import cache_dir  # noqa: E402
+from kb.query.render import eval_text  # noqa: E402
 
 MODES = ["dense", "lexical", "hybrid", "hybrid-rrf", "hybrid-minmax"]
 

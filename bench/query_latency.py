@@ -63,15 +63,15 @@ print(json.dumps([int(i) for i in ids[0]]))
 ASK_LIBRARIES = "click, sqlite3, numpy, onnxruntime, tokenizers, tantivy"
 
 # Timers around the steps of a cold `kb ask --no-highlight`, in one process. It pokes at
-# kb.onnx_embedder's private steps: if they are renamed, this fails loudly.
+# kb.embed.onnx_embedder's private steps: if they are renamed, this fails loudly.
 PHASES_SCRIPT = """
 import json, sys, time
 started = time.perf_counter()
 import kb.cli, kb.knowledge_base, faiss, onnxruntime, tokenizers
 imported = time.perf_counter()
-import kb.onnx_embedder as onnx_embedder
-from kb.embedding import load_embedder
-from kb.model import packaged_model
+import kb.embed.onnx_embedder as onnx_embedder
+from kb.embed.embedding import load_embedder
+from kb.embed.model import packaged_model
 spent = {}
 def timer(name, function):
     def timed(*args, **kwargs):
@@ -82,7 +82,7 @@ def timer(name, function):
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
     return timed
 onnx_embedder._session = timer("session (another thread, beside the tokenizer)", onnx_embedder._session)
-import kb.partial_tokenizer as partial_tokenizer  # one question: the vocabulary it needs (beside the session)
+import kb.embed.partial_tokenizer as partial_tokenizer  # one question: the vocabulary it needs (beside the session)
 Partial = partial_tokenizer.PartialTokenizer
 Partial.prepare = timer("tokenizer (cached vocabulary)", Partial.prepare)
 def waiting(build):

@@ -13,7 +13,7 @@ for a batch of 1, 8 and 64 questions. Settings (OnnxEmbedder arguments):
   t1-w2      threads=1, workers=2: batches spread over two cores, one core per batch
   t1-nopack  t1 without weight prepacking (cheaper session, slower runs)
   kb         what `kb ask` uses: every core on one run (t2 here), prepacking left
-             until a second call (kb.embedding._cores)
+             until a second call (kb.embed.embedding._cores)
 
     .venv/bin/python bench/query_threads.py [--runs 5] [--warm 30]
 """
@@ -50,8 +50,8 @@ QUESTIONS = [
 def worker(setting: str, batch: int, warm: int) -> None:
     """One process: build the embedder, time the first call and `warm` more; print JSON."""
     started = time.perf_counter()
-    from kb.model import packaged_model
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.model import packaged_model
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     model = packaged_model()
     texts = (QUESTIONS * (batch // len(QUESTIONS) + 1))[:batch]

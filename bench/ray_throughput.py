@@ -38,11 +38,11 @@ from query_latency import ROOT, machine_report
 BUILD_SCRIPT = """
 import json, sys, time
 from kb import KnowledgeBase
-from kb.prepare import Vectors
+from kb.ingest.prepare import Vectors
 config, corpus, index_dir, address, workers = sys.argv[1:6]
 executor = None
 if config != "local":
-    from kb.prepare_ray import RayExecutor
+    from kb.ingest.prepare_ray import RayExecutor
     executor = RayExecutor(address or None, workers=int(workers), local_below=0, ship_bytes=config != "ray-shared")
 marks = {}
 started = time.perf_counter()
@@ -56,7 +56,7 @@ if executor is not None:
             yield item
     executor.prepare = timed_prepare
 else:
-    from kb.prepare import LocalExecutor
+    from kb.ingest.prepare import LocalExecutor
     original = LocalExecutor.prepare
     def timed_prepare(self, *args, **kwargs):
         for item in original(self, *args, **kwargs):
@@ -87,8 +87,8 @@ ray.shutdown()
 WRITER_SCRIPT = """
 import json, os, sys, time, secrets
 from kb import KnowledgeBase
-from kb.embedding import HashEmbedder
-from kb.model import packaged_model
+from kb.embed.embedding import HashEmbedder
+from kb.embed.model import packaged_model
 report = KnowledgeBase(sys.argv[2], embedder=HashEmbedder(packaged_model())).index([sys.argv[1]])
 files = [os.path.join(d, f) for d, _, names in os.walk(sys.argv[1]) for f in names]
 os.environ.setdefault("RAY_AUTH_MODE", "token"); os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))

@@ -8,7 +8,7 @@ cache could share). Indexes are built with a stand-in embedder that hashes each 
 unit vector: embedding cost is linear and measured by bench/index_throughput.py, and
 answer quality on approximate search by bench/ann.py (real vectors) and bench/quality.py.
 Everything else is the real thing: chunking, SQLite, tantivy, FAISS (IVF above
-kb.vector_index.FLAT_MAX), and questions embedded by the real model through ONNX.
+kb.store.vector_index.FLAT_MAX), and questions embedded by the real model through ONNX.
 
 Per size it prints:
 - build: whole-run seconds and peak RSS of the `kb index` process (stand-in embedder, so
@@ -74,9 +74,9 @@ def passage_counts(files: list[Path], cache: Path) -> dict[str, int]:
     path = cache / "passage-counts.json"
     if path.exists():
         return json.loads(path.read_text())
-    from kb.documents import discover, read_document
-    from kb.model import TokenCounter, packaged_model
-    from kb.passages import ChunkSettings, make_passages
+    from kb.ingest.documents import discover, read_document
+    from kb.embed.model import TokenCounter, packaged_model
+    from kb.ingest.passages import ChunkSettings, make_passages
 
     counter = TokenCounter(packaged_model().tokenizer_file)
     counts = {}
@@ -124,8 +124,8 @@ def peak_rss_mb():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 from kb import KnowledgeBase
-from kb.embedding import HashEmbedder
-from kb.model import packaged_model
+from kb.embed.embedding import HashEmbedder
+from kb.embed.model import packaged_model
 started = time.perf_counter()
 report = KnowledgeBase(sys.argv[2], embedder=HashEmbedder(packaged_model())).index([sys.argv[1]])
 print(json.dumps({"seconds": time.perf_counter() - started, "passages": report.passages,
@@ -214,8 +214,8 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="where corpora and indexes are kept (default: kb's cache)")
     parser.add_argument("--cold-runs", type=int, default=7)
     args = parser.parse_args()
-    from kb.embedding import load_embedder
-    from kb.model import cache_dir, packaged_model
+    from kb.embed.embedding import load_embedder
+    from kb.embed.model import cache_dir, packaged_model
 
     load_embedder(packaged_model())  # the ONNX export every `kb ask` below uses
     print(machine.line())

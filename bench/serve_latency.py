@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="whole-process runs (median)")
     args = parser.parse_args()
 
-    from kb.model import cache_dir
+    from kb.embed.model import cache_dir
 
     cache = Path(args.cache) if args.cache else cache_dir() / "bench-serve"
     print(machine_report())

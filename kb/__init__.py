@@ -1,12 +1,16 @@
 """kb: a local, offline, searchable knowledge base with semantic retrieval.
 
-The pipeline, one module per arrow:
+The pipeline, one subpackage per stage; each imports only the stages below it:
 
-    files --documents--> Document --passages/chunking--> Passage --embedding--> vectors
-        --store (SQLite truth) + lexical (tantivy BM25) + vector_index (FAISS)
-        --search (dense + lexical, fusion, merged overlaps, best sentence)--> Hit
+    cli                      parses options, calls the library, renders
+    serve/                   HTTP server and web page, MCP server, remote client
+    knowledge_base           the library API: index(), ask(), info()
+    query/                   search, fusion, best sentence -> Hit, render
+    ingest/                  files -> documents -> sections -> passages; the index run
+    store/   embed/          SQLite + FAISS + tantivy on disk; text -> vectors
+    errors                   every failure with its exit code
+
     evaluate: `kb eval` scores all of it on BEIR-layout datasets.
-    server (HTTP + web page), mcp_server (agents) and client (`kb ask --server`) sit on top.
 
 Importing kb is light: the names below load on first use (PEP 562), so `kb --help` and
 `kb ask --server` never import numpy or the search stack, and torch and
@@ -27,15 +31,15 @@ from .errors import (
     NoIndex,
     NoResults,
 )
-from .hits import Hit
+from .query.hits import Hit
 
 if TYPE_CHECKING:
     from .knowledge_base import KnowledgeBase
-    from .passages import ChunkSettings, Passage
-    from .pipeline import IndexReport
+    from .ingest.passages import ChunkSettings, Passage
+    from .ingest.pipeline import IndexReport
 
-_LAZY = {"KnowledgeBase": "knowledge_base", "IndexReport": "pipeline",
-         "ChunkSettings": "passages", "Passage": "passages"}
+_LAZY = {"KnowledgeBase": "knowledge_base", "IndexReport": "ingest.pipeline",
+         "ChunkSettings": "ingest.passages", "Passage": "ingest.passages"}
 
 __all__ = [
     "KnowledgeBase", "Hit", "IndexReport", "ChunkSettings", "Passage",

@@ -115,14 +115,14 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
       kb index docs/ --ray-address ray://head:10001 a remote cluster (Ray Client)
     """
     from .knowledge_base import KnowledgeBase
-    from .passages import ChunkSettings
-    from .render import report_text
+    from .ingest.passages import ChunkSettings
+    from .query.render import report_text
 
     cap = _parse_size(max_file_size)
     settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None
     executor = None
     if use_ray or ray_address:
-        from .prepare_ray import RayExecutor
+        from .ingest.prepare_ray import RayExecutor
 
         executor = RayExecutor(ray_address, workers=ray_workers)
     elif ray_workers:
@@ -175,10 +175,10 @@ def ask(ctx, question, k, index_dir, as_json, mode, min_score, paths, mmr, no_hi
     `kb serve` answers: same output, same exit codes, no model loaded here.
     """
     from .errors import NoResults
-    from .render import hits_json, hits_text
+    from .query.render import hits_json, hits_text
 
     if server:
-        from .client import RemoteKnowledgeBase
+        from .serve.client import RemoteKnowledgeBase
 
         if ctx.get_parameter_source("index_dir") == click.core.ParameterSource.COMMANDLINE:
             raise BadInput("--index and --server exclude each other: the server answers from its own index")
@@ -246,7 +246,7 @@ def eval_(dataset_dir, split, modes, cache, vector_index, int8, as_json):
     hit@1/5 by answer string; plus queries per second.
     """
     from .evaluate import evaluate
-    from .render import eval_text
+    from .query.render import eval_text
 
     result = evaluate(dataset_dir, split=split, modes=modes or ("dense", "lexical", "hybrid"), cache=cache,
                       progress=_progress_bar, vector_index=vector_index, variant="int8" if int8 else "fp32")
@@ -259,7 +259,7 @@ def eval_(dataset_dir, split, modes, cache, vector_index, int8, as_json):
 def info(index_dir, as_json):
     """Show what the index holds and how it was built."""
     from .knowledge_base import KnowledgeBase
-    from .render import info_text
+    from .query.render import info_text
 
     data = KnowledgeBase(index_dir).info()
     click.echo(json.dumps(data) if as_json else info_text(data))
@@ -287,7 +287,7 @@ def serve(index_dir, host, port, token, no_auth, workers):
     Errors are JSON {"error": ..., "exit_code": ...} with the CLI's exit codes. Run
     `kb index` at any time: the next question is answered from the new index.
     """
-    from .server import serve as run_server
+    from .serve.server import serve as run_server
 
     run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers)
 
@@ -301,7 +301,7 @@ def mcp_(index_dir):
     and `info`; each indexed file is a resource. Add it to an MCP client as the command
     `kb mcp --index /path/to/index`.
     """
-    from .mcp_server import run
+    from .serve.mcp_server import run
 
     run(index_dir)
 

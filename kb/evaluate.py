@@ -73,7 +73,7 @@ def default_cache(dataset: Dataset) -> Path:
     beside = dataset.root / ".kb-eval"
     if os.access(dataset.root, os.W_OK) or beside.is_dir():
         return beside
-    from .model import cache_dir
+    from .embed.model import cache_dir
 
     return cache_dir() / "eval" / dataset.root.resolve().as_posix().strip("/").replace("/", "__")
 
@@ -132,7 +132,7 @@ def evaluate(
     nDCG@10, Recall@10/100, MRR@10 and hit@1/5 by qrels (a relevant document first /
     in the top 5); with answers.jsonl also answer_hit@1/5 (a returned passage contains
     a gold answer string, case-insensitive); and queries_per_second.
-    variant: the model variant to index and ask with ("fp32" or "int8", kb.model.VARIANTS).
+    variant: the model variant to index and ask with ("fp32" or "int8", kb.embed.model.VARIANTS).
     embedder: an Embedder to use instead of the variant's own (benchmarks of other
     embedders); give it a cache of its own, as the index records the variant's name.
     """

@@ -20,21 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from .documents import DEFAULT_MAX_FILE_SIZE, discover
-from .embedding import Embedder, load_embedder
+from .ingest.documents import DEFAULT_MAX_FILE_SIZE, discover
+from .embed.embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
-from .hits import Hit
-from .lexical import LexicalIndex
-from .model import ModelFiles, packaged_model, recorded_variant
-from .passages import ChunkSettings
-from .search import DEFAULT_MODE, SearchOptions, search
-from .store import Store, StoredDocument
-from .vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
-from .vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index
+from .query.hits import Hit
+from .store.lexical import LexicalIndex
+from .embed.model import ModelFiles, packaged_model, recorded_variant
+from .ingest.passages import ChunkSettings
+from .query.search import DEFAULT_MODE, SearchOptions, search
+from .store.database import Store, StoredDocument
+from .store.vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
+from .store.vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index
 
 if TYPE_CHECKING:  # building an index needs these; asking does not load them
-    from .pipeline import IndexReport, OnProgress
-    from .prepare import Executor
+    from .ingest.pipeline import IndexReport, OnProgress
+    from .ingest.prepare import Executor
 
 DB_NAME = "kb.sqlite"
 LOCK_NAME = ".kb.lock"
@@ -96,15 +96,15 @@ class KnowledgeBase:
         state becomes visible in one SQLite commit, so a failed or killed run leaves the
         previous index as it was, and the next run resumes from the last batch it
         committed. Files over max_file_size bytes (None: no cap) are skipped. progress
-        is called with a kb.pipeline.Progress after each batch. executor: where files are
-        read, chunked and embedded (kb.prepare; default: in this process). vector_index:
+        is called with a kb.ingest.pipeline.Progress after each batch. executor: where files are
+        read, chunked and embedded (kb.ingest.prepare; default: in this process). vector_index:
         "exact" or "ivf" forces that kind of vector index at any size, "auto" chooses by
-        size (kb.vector_index); None keeps what the index was built with. variant: "fp32"
-        or "int8" (kb.model.VARIANTS); None keeps the index's own, else fp32.
+        size (kb.store.vector_index); None keeps what the index was built with. variant: "fp32"
+        or "int8" (kb.embed.model.VARIANTS); None keeps the index's own, else fp32.
         """
         if vector_index is not None and vector_index not in VECTOR_INDEX_SETTINGS:
             raise BadInput(f"unknown vector index {vector_index!r}; choose one of {', '.join(VECTOR_INDEX_SETTINGS)}")
-        from . import pipeline
+        from .ingest import pipeline
 
         started = time.perf_counter()
         report = pipeline.IndexReport()
@@ -186,7 +186,7 @@ class KnowledgeBase:
         mode: "hybrid" (default), "dense" or "lexical" (needs no model); min_score drops
         weaker hits (a question may then get none); paths: globs, any of which a hit's
         file must match, applied before the top k; mmr: a lambda in [0, 1] that trades
-        relevance for diversity. See kb.search for what scores mean.
+        relevance for diversity. See kb.query.search for what scores mean.
         """
         if not 1 <= k <= MAX_K:
             raise BadInput(f"k must be between 1 and {MAX_K}")
@@ -363,7 +363,7 @@ def clean_question(question: str) -> str:
 
 
 def _describe_layout(layout: dict, delta: int, removed: int) -> dict:
-    """The vector index's kind and parameters (kb.vector_index explains the parts)."""
+    """The vector index's kind and parameters (kb.store.vector_index explains the parts)."""
     if not layout:
         return {}
     info = {"kind": layout["kind"], "file": layout["file"], "base_vectors": layout["size"],

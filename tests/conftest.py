@@ -39,7 +39,7 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model():
-    from kb.model import packaged_model
+    from kb.embed.model import packaged_model
 
     return packaged_model()
 
@@ -66,7 +66,7 @@ class _Remembering:
 @pytest.fixture(scope="session")
 def embedder(model):
     """The real packaged model, loaded once for the whole session."""
-    from kb.embedding import load_embedder
+    from kb.embed.embedding import load_embedder
 
     return _Remembering(load_embedder(model, for_indexing=True))
 
@@ -184,7 +184,7 @@ def ray_cluster():
     # nothing is written to ~/.ray.
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
-    from kb.prepare_ray import _reload_ray_config
+    from kb.ingest.prepare_ray import _reload_ray_config
 
     _reload_ray_config()
     node = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024}

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kb.chunking import chunk_text, paragraph_spans, sentence_spans
-from kb.model import TokenCounter
+from kb.ingest.chunking import chunk_text, paragraph_spans, sentence_spans
+from kb.embed.model import TokenCounter
 
 WINDOW = 256  # the model's max_seq_length, [CLS] and [SEP] included
 

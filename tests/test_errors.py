@@ -66,7 +66,7 @@ def test_corrupt_database(tmp_path):
 
 
 def test_corrupt_vector_file(article_index, tmp_path, monkeypatch):
-    import kb.vector_index
+    import kb.store.vector_index
 
     index_dir = tmp_path / "index"
     shutil.copytree(article_index, index_dir)
@@ -75,7 +75,7 @@ def test_corrupt_vector_file(article_index, tmp_path, monkeypatch):
     # A small exact index is searched from SQLite's vectors and never opens the file:
     # the right answers, from the truth.
     assert run("ask", "who?", "--index", str(index_dir)).exit_code == 0
-    monkeypatch.setattr(kb.vector_index, "SMALL_MAX", 0)  # as any index past 2,000 passages
+    monkeypatch.setattr(kb.store.vector_index, "SMALL_MAX", 0)  # as any index past 2,000 passages
     one_line_error(run("ask", "who?", "--index", str(index_dir)), 5, "unreadable", "--rebuild")
 
 
@@ -142,7 +142,7 @@ def test_index_folder_that_cannot_be_created(in_tmp):
 
 
 def test_os_errors_on_the_index_folder_are_one_line(article_index, tmp_path, monkeypatch):
-    import kb.vector_index
+    import kb.store.vector_index
 
     def disk_full(index, path):
         raise OSError(28, "No space left on device", str(path))
@@ -150,7 +150,7 @@ def test_os_errors_on_the_index_folder_are_one_line(article_index, tmp_path, mon
     index_dir = tmp_path / "index"
     shutil.copytree(article_index, index_dir)
     (tmp_path / "new.txt").write_text("A new note about teapots.", encoding="utf-8")
-    monkeypatch.setattr(kb.vector_index, "write", disk_full)
+    monkeypatch.setattr(kb.store.vector_index, "write", disk_full)
     one_line_error(run("index", str(tmp_path / "new.txt"), "--index", str(index_dir)), 8, "No space left on device")
     monkeypatch.undo()
     # the failed run changed nothing: the article is still indexed, the new file is not

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from kb.cli import cli
-from kb.documents import discover
+from kb.ingest.documents import discover
 from kb.errors import EXIT_SKIPPED_FILES
-from kb.readers.html import read_html
-from kb.readers.pdf import read_pdf
-from kb.readers.text import decode_text
+from kb.ingest.readers.html import read_html
+from kb.ingest.readers.pdf import read_pdf
+from kb.ingest.readers.text import decode_text
 
 
 def run(*args):
@@ -116,7 +116,7 @@ def test_unusable_pdfs_give_a_reason(data, reason):
 
 def test_docx_paragraphs_headings_and_tables():
     docx = pytest.importorskip("docx")
-    from kb.readers.docx import read_docx
+    from kb.ingest.readers.docx import read_docx
 
     document = docx.Document()
     document.core_properties.title = "Tea notes"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kb import fusion
+from kb.query import fusion
 
 
 def test_rrf_by_hand():

@@ -142,7 +142,7 @@ def test_summary_names_all_four_counts(folder, tmp_path, embedder):
 
 
 def test_deleting_most_documents_frees_disk_space(tmp_path):
-    from kb.store import Store, vector_key
+    from kb.store.database import Store, vector_key
 
     path = tmp_path / "kb.sqlite"
     store = Store(path, create=True)
@@ -206,7 +206,7 @@ def a_reader_and_one_pending_run(folder, tmp_path, counting):
 
 def test_a_question_reads_one_generation_even_when_a_run_commits_during_it(folder, tmp_path, counting, monkeypatch):
     """The vector and lexical files of generation N and SQLite rows of N+1 never mix."""
-    from kb.lexical import LexicalIndex
+    from kb.store.lexical import LexicalIndex
 
     reader, runs, run = a_reader_and_one_pending_run(folder, tmp_path, counting)
     search = LexicalIndex.search

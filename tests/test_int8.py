@@ -15,8 +15,8 @@ from .test_onnx import QUESTIONS, varied_texts
 @pytest.fixture(scope="module")
 def int8(embedder):
     """kb's int8 embedder, made from the session's fp32 export (no torch needed)."""
-    from kb.embedding import load_embedder
-    from kb.model import packaged_model
+    from kb.embed.embedding import load_embedder
+    from kb.embed.model import packaged_model
 
     return load_embedder(packaged_model("int8"), for_indexing=True)
 
@@ -34,7 +34,7 @@ def int8_index(tmp_path_factory, int8):
 
 
 def test_int8_vectors_are_close_to_sentence_transformers_and_alone_per_text(int8, embedder):
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     assert isinstance(int8, OnnxEmbedder) and int8.model.variant == "int8"
     texts = varied_texts()[:120]
@@ -95,9 +95,9 @@ def test_torch_cannot_stand_in_for_int8(int8_index, monkeypatch):
 
 def test_a_damaged_int8_file_is_made_again_never_answered_by_fp32(tmp_path, monkeypatch, capsys, model, int8):
     """Quantised again from the fp32 export, with a note; the answers stay int8's."""
-    from kb.embedding import load_embedder
-    from kb.model import packaged_model
-    from kb.onnx_embedder import OnnxEmbedder, onnx_path
+    from kb.embed.embedding import load_embedder
+    from kb.embed.model import packaged_model
+    from kb.embed.onnx_embedder import OnnxEmbedder, onnx_path
 
     exported = {"fp32": onnx_path(model).parent, "int8": int8.path.parent}
     monkeypatch.setenv("KB_CACHE_DIR", str(tmp_path / "cache"))
@@ -131,7 +131,7 @@ def test_an_int8_index_is_not_indexed_by_other_executors(int8_index, tmp_path):
     """Ray workers embed with fp32: an int8 index refuses them in one line."""
     from kb import KnowledgeBase
     from kb.errors import BadInput
-    from kb.prepare import LocalExecutor
+    from kb.ingest.prepare import LocalExecutor
 
     index = tmp_path / "index"
     shutil.copytree(int8_index / "index", index)

@@ -9,9 +9,9 @@ import math
 import pytest
 
 from kb import KnowledgeBase
-import kb.lexical as kb_lexical
-import kb.pipeline as kb_pipeline
-from kb.lexical import IDF_POWER, K1, LexicalIndex, LexicalWriter, query_terms, terms
+import kb.store.lexical as kb_lexical
+import kb.ingest.pipeline as kb_pipeline
+from kb.store.lexical import IDF_POWER, K1, LexicalIndex, LexicalWriter, query_terms, terms
 
 from .conftest import ARTICLE
 

@@ -55,7 +55,7 @@ def varied_texts() -> list[str]:
 @pytest.fixture(scope="module")
 def reference(model):
     """sentence-transformers itself: what every backend must agree with."""
-    from kb.embedding import SentenceTransformerEmbedder
+    from kb.embed.embedding import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(model)
 
@@ -63,14 +63,14 @@ def reference(model):
 @pytest.fixture(scope="module")
 def onnx(model, embedder):
     """The exported model as `kb` uses it (the session fixture exported it to the cache)."""
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     assert isinstance(embedder.inner, OnnxEmbedder), "indexing should use the ONNX backend once exported"
     return OnnxEmbedder(model, recheck=True)
 
 
 def test_onnx_vectors_match_sentence_transformers(model, reference, onnx):
-    from kb.model import TokenCounter
+    from kb.embed.model import TokenCounter
 
     texts = varied_texts()
     lengths = TokenCounter(model.tokenizer_file).count(texts)
@@ -86,7 +86,7 @@ def test_onnx_vectors_match_sentence_transformers(model, reference, onnx):
 
 
 def test_order_and_batching_do_not_change_vectors(model, onnx):
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     texts = varied_texts()[:80]
     whole = onnx.embed(texts)
@@ -111,9 +111,9 @@ def test_many_questions_get_the_same_kernels_from_the_first(model, onnx, article
     enough to move a rounded score): a server or a stream of questions prepacks before its
     first answer, so a question's scores never depend on whether it came first."""
     import kb.knowledge_base
-    import kb.onnx_embedder
+    import kb.embed.onnx_embedder
     from kb import KnowledgeBase
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     texts = ["When is the first strike?", "Who is Jeremy Hunt?"]
     packed = OnnxEmbedder(model, onnx.path, prepack=True, threads=2, workers=1).embed(texts)
@@ -129,17 +129,17 @@ def test_many_questions_get_the_same_kernels_from_the_first(model, onnx, article
     KnowledgeBase(article_index).ask(texts[0], k=1)
     assert [kw["many_questions"] for kw in asked] == [True, False]
     sessions = []
-    session = kb.onnx_embedder._session
-    monkeypatch.setattr(kb.onnx_embedder, "_session", lambda *a, **kw: sessions.append(a) or session(*a, **kw))
+    session = kb.embed.onnx_embedder._session
+    monkeypatch.setattr(kb.embed.onnx_embedder, "_session", lambda *a, **kw: sessions.append(a) or session(*a, **kw))
     many = OnnxEmbedder(model, onnx.path, prepack=True, threads=2, workers=1)  # what many_questions loads
     assert np.array_equal(many.embed(texts), packed) and len(sessions) == 1
-    from kb.embedding import _prepack
+    from kb.embed.embedding import _prepack
 
     assert (_prepack(False, True), _prepack(True, False), _prepack(False, False)) == (True, True, None)
 
 
 def test_progress_counts_every_text(model, onnx):
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     for workers in (1, 2):
         seen: list[int] = []
@@ -149,7 +149,7 @@ def test_progress_counts_every_text(model, onnx):
 
 def test_runs_hold_at_most_their_share_of_word_pieces(model, onnx):
     """Long texts go a few at a time (cache-sized runs), short ones many at a time."""
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     embedder = OnnxEmbedder(model, onnx.path, workers=1, batch_size=64, tokens_per_run=1024)
     runs: list[int] = []
@@ -189,8 +189,8 @@ def test_top_k_identical_under_both_backends(article_index, onnx, torch_hits):
 
 
 def test_query_path_uses_onnx(model, article_kb):
-    from kb.embedding import load_embedder
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.embedding import load_embedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     assert isinstance(load_embedder(model), OnnxEmbedder)
     assert article_kb.ask("Why did junior doctors vote to strike?", k=3)
@@ -224,7 +224,7 @@ def test_broken_onnx_falls_back_with_a_note_and_right_answers(
     damage, tmp_path, monkeypatch, capsys, model, article_index, onnx, torch_hits
 ):
     from kb import KnowledgeBase
-    from kb.onnx_embedder import OnnxEmbedder, onnx_path
+    from kb.embed.onnx_embedder import OnnxEmbedder, onnx_path
 
     monkeypatch.setenv("KB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("KB_EMBEDDER", raising=False)
@@ -242,12 +242,12 @@ def test_broken_onnx_falls_back_with_a_note_and_right_answers(
 
 
 def test_forced_onnx_backend_fails_loudly_instead_of_falling_back(tmp_path, monkeypatch, model):
-    from kb.embedding import load_embedder
+    from kb.embed.embedding import load_embedder
     from kb.errors import KbError
 
     monkeypatch.setenv("KB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("KB_EMBEDDER", "onnx")
-    monkeypatch.setattr("kb.onnx_embedder.export_onnx", _failing_export)
+    monkeypatch.setattr("kb.embed.onnx_embedder.export_onnx", _failing_export)
     with pytest.raises(KbError, match="ONNX embedder is unavailable: disk full"):
         load_embedder(model)
 
@@ -268,7 +268,7 @@ def test_unknown_backend_is_one_clear_error(monkeypatch, article_index):
 
 
 def test_torch_backend_can_be_forced(monkeypatch, model):
-    from kb.embedding import SentenceTransformerEmbedder, load_embedder
+    from kb.embed.embedding import SentenceTransformerEmbedder, load_embedder
 
     monkeypatch.setenv("KB_EMBEDDER", "torch")
     assert isinstance(load_embedder(model), SentenceTransformerEmbedder)
@@ -281,7 +281,7 @@ def exported(tmp_path, monkeypatch, onnx):
     folder = tmp_path / "fp32"
     shutil.copytree(onnx.path.parent, folder, ignore=shutil.ignore_patterns("verified.json"))
     # The real margin is 1 s; 50 ms keeps the suite quick and the rule the same.
-    monkeypatch.setattr("kb.onnx_embedder.RACY_NS", 50_000_000)
+    monkeypatch.setattr("kb.embed.onnx_embedder.RACY_NS", 50_000_000)
     time.sleep(0.1)
     return folder / "model.onnx"
 
@@ -291,7 +291,7 @@ def _refuse_to_check(self, reference_file):
 
 
 def test_a_recorded_check_is_not_run_again(model, exported, monkeypatch):
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     assert OnnxEmbedder(model, exported).verified_by == "check"
     assert (exported.parent / "verified.json").is_file()
@@ -303,7 +303,7 @@ def test_a_recorded_check_is_not_run_again(model, exported, monkeypatch):
 
 def test_a_check_of_just_written_files_is_not_recorded(model, onnx, tmp_path):
     """Files changed within a clock tick of their check could change again unseen."""
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     folder = tmp_path / "fresh"
     shutil.copytree(onnx.path.parent, folder, ignore=shutil.ignore_patterns("verified.json"))
@@ -336,7 +336,7 @@ def _keep_mtime(path, st) -> None:
 
 
 def test_a_file_replaced_with_same_size_and_mtime_is_checked_and_refused(model, exported):
-    from kb.onnx_embedder import OnnxEmbedder, OnnxUnavailable
+    from kb.embed.onnx_embedder import OnnxEmbedder, OnnxUnavailable
 
     OnnxEmbedder(model, exported)  # checked and recorded
     data = exported.with_name(DATA_FILE)
@@ -355,7 +355,7 @@ def test_a_file_replaced_with_same_size_and_mtime_is_checked_and_refused(model, 
 
 
 def test_a_file_damaged_in_place_with_same_size_and_mtime_is_checked_and_refused(model, exported):
-    from kb.onnx_embedder import OnnxEmbedder, OnnxUnavailable
+    from kb.embed.onnx_embedder import OnnxEmbedder, OnnxUnavailable
 
     OnnxEmbedder(model, exported)
     data = exported.with_name(DATA_FILE)
@@ -374,7 +374,7 @@ def test_a_touched_file_or_another_onnxruntime_means_a_new_check(model, exported
     """The record vouches for exact files under exact conditions, nothing looser."""
     import json
 
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     OnnxEmbedder(model, exported)
     os.utime(exported)  # contents unchanged, timestamps not
@@ -405,7 +405,7 @@ def test_a_process_forked_after_a_question_can_ask_again(article_index, model):
     import multiprocessing
 
     from kb import KnowledgeBase
-    from kb.onnx_embedder import OnnxEmbedder
+    from kb.embed.onnx_embedder import OnnxEmbedder
 
     # As `kb ask` loads it: two threads per run (a pool the child does not have), prepacking at call 2.
     kb = KnowledgeBase(article_index, embedder=OnnxEmbedder(model, threads=2, workers=1, prepack=None))

@@ -10,9 +10,9 @@ import shutil
 
 import numpy as np
 
-import kb.partial_tokenizer
-from kb.model import load_tokenizer
-from kb.partial_tokenizer import PartialTokenizer, shared_tokenizer
+import kb.embed.partial_tokenizer
+from kb.embed.model import load_tokenizer
+from kb.embed.partial_tokenizer import PartialTokenizer, shared_tokenizer
 
 from .test_onnx import QUESTIONS, varied_texts
 
@@ -37,7 +37,7 @@ def _same(a, b) -> None:
 
 
 def test_part_of_the_vocabulary_tokenises_every_text_as_the_whole_does(model, monkeypatch):
-    monkeypatch.setattr(kb.partial_tokenizer, "FULL_AFTER", 10**9)  # stay partial throughout
+    monkeypatch.setattr(kb.embed.partial_tokenizer, "FULL_AFTER", 10**9)  # stay partial throughout
     whole = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
     partial = PartialTokenizer(model.tokenizer_file, max_length=model.max_seq_length)
     texts = varied_texts() + ODD + _random_texts(300)
@@ -65,7 +65,7 @@ def test_many_texts_or_expect_many_hand_over_to_the_whole_vocabulary(model, monk
     grown = PartialTokenizer(model.tokenizer_file, max_length=model.max_seq_length)
     grown.encode(QUESTIONS[0])
     assert grown.is_partial
-    monkeypatch.setattr(kb.partial_tokenizer, "FULL_AFTER", len(grown._chosen))  # any new entry passes it
+    monkeypatch.setattr(kb.embed.partial_tokenizer, "FULL_AFTER", len(grown._chosen))  # any new entry passes it
     _same(grown.encode_batch(QUESTIONS), whole.encode_batch(QUESTIONS))
     assert not grown.is_partial
 
@@ -93,7 +93,7 @@ def test_the_cached_vocabulary_follows_its_file(model, tmp_path, monkeypatch):
 
 
 def test_a_one_question_embedder_reads_part_of_the_vocabulary_and_the_same_vectors(model, embedder):
-    from kb.onnx_embedder import OnnxEmbedder, onnx_path
+    from kb.embed.onnx_embedder import OnnxEmbedder, onnx_path
 
     shared_tokenizer.cache_clear()
     try:
@@ -112,7 +112,7 @@ def test_a_one_question_embedder_reads_part_of_the_vocabulary_and_the_same_vecto
 
 
 def test_an_indexing_or_serving_embedder_uses_the_whole_vocabulary(model, embedder):
-    from kb.onnx_embedder import OnnxEmbedder, onnx_path
+    from kb.embed.onnx_embedder import OnnxEmbedder, onnx_path
 
     shared_tokenizer.cache_clear()
     try:
@@ -126,7 +126,7 @@ def test_threads_growing_one_vocabulary_each_get_exact_tokens(model, monkeypatch
     several threads each get the whole tokenizer's reading."""
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr(kb.partial_tokenizer, "FULL_AFTER", 10**9)
+    monkeypatch.setattr(kb.embed.partial_tokenizer, "FULL_AFTER", 10**9)
     whole = load_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)
     shared = PartialTokenizer(model.tokenizer_file, max_length=model.max_seq_length)
     texts = varied_texts()

@@ -43,7 +43,7 @@ def shelf(tmp_path):
 
 
 def ray_executor(**options):
-    from kb.prepare_ray import RayExecutor
+    from kb.ingest.prepare_ray import RayExecutor
 
     return RayExecutor(**{"workers": 2, "local_below": 0, **options})
 
@@ -208,7 +208,7 @@ def test_without_ray_installed_ray_is_one_line(shelf, in_tmp, monkeypatch):
 # -- workers' embedders ---------------------------------------------------------------------
 def test_a_gpu_worker_must_agree_with_onnx(embedder):
     """What a GPU worker checks before embedding: its vectors for the probes against ONNX's."""
-    from kb.ray_worker import check_agrees
+    from kb.ingest.ray_worker import check_agrees
 
     class Off:
         def embed(self, texts):
@@ -222,7 +222,7 @@ def test_a_gpu_worker_must_agree_with_onnx(embedder):
 
 
 def test_a_worker_embedder_uses_the_threads_it_was_given():
-    from kb.ray_worker import worker_embedder
+    from kb.ingest.ray_worker import worker_embedder
 
     one = worker_embedder(1, gpu=False)
     assert one._session.get_session_options().intra_op_num_threads == 1

@@ -128,8 +128,8 @@ STANDIN_BUILD = """
 import sys
 import numpy as np
 from kb import KnowledgeBase
-from kb.embedding import HashEmbedder
-from kb.model import packaged_model
+from kb.embed.embedding import HashEmbedder
+from kb.embed.model import packaged_model
 report = KnowledgeBase(sys.argv[2], embedder=HashEmbedder(packaged_model())).index([sys.argv[1]])
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(report.passages, peak_kb // 1024)
@@ -183,8 +183,8 @@ def test_vectors_are_stored_without_overflow_pages(tmp_path, embedder):
         (folder / f"{f}.txt").write_text("\n\n".join(
             f"Note {p} of file {f}: the number {f * 100 + p} and its own words." for p in range(300)),
             encoding="utf-8")
-    from kb.embedding import HashEmbedder
-    from kb.model import packaged_model
+    from kb.embed.embedding import HashEmbedder
+    from kb.embed.model import packaged_model
 
     kb = KnowledgeBase(tmp_path / "index", embedder=HashEmbedder(packaged_model()))
     report = kb.index([folder])

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from kb import KnowledgeBase
 from kb.cli import cli
-from kb.readers import READERS
+from kb.ingest.readers import READERS
 
 from .conftest import one_line_error
 
@@ -93,7 +93,7 @@ def test_kill_9_leaves_a_usable_index(built, embedder, point, committed):
 
 def test_ask_during_an_index_run_answers_from_the_last_complete_index(built, embedder, monkeypatch):
     """A reader that asks while the writer's transaction is open sees the previous state."""
-    from kb import vector_index
+    from kb.store import vector_index
 
     docs, index_dir = built
     before = answers(index_dir, embedder)
@@ -112,9 +112,9 @@ def test_ask_during_an_index_run_answers_from_the_last_complete_index(built, emb
 
 # -- damaged index files ----------------------------------------------------------------
 def test_truncated_vector_file_gives_one_line_and_rebuild_recovers(article_index, tmp_path, monkeypatch):
-    import kb.vector_index
+    import kb.store.vector_index
 
-    monkeypatch.setattr(kb.vector_index, "SMALL_MAX", 0)  # small indexes never open the file
+    monkeypatch.setattr(kb.store.vector_index, "SMALL_MAX", 0)  # small indexes never open the file
     index_dir = tmp_path / "index"
     shutil.copytree(article_index, index_dir)
     [faiss_file] = index_dir.glob("vectors.*.faiss")

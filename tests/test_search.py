@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from kb import KnowledgeBase
 from kb.cli import cli
-from kb.search import DEFAULT_WEIGHT, merge_overlaps
+from kb.query.search import DEFAULT_WEIGHT, merge_overlaps
 
 from .conftest import ROOT
 
@@ -121,8 +121,8 @@ class _C:
 
 
 def test_merge_overlaps_unions_the_citation():
-    from kb.search import _text
-    from kb.store import PassageSpan
+    from kb.query.search import _text
+    from kb.store.database import PassageSpan
 
     source = "one two three four five six seven eight nine ten"
     spans, texts = {}, {}
@@ -148,8 +148,8 @@ def test_merge_overlaps_unions_the_citation():
 def test_a_merged_hit_gets_the_text_of_its_whole_span():
     """A question merges candidates by their spans alone and reads text only for its hits:
     the texts of a hit's parts, joined in merge order, are exactly its span of the document."""
-    from kb.search import _Candidate, _text
-    from kb.store import PassageSpan
+    from kb.query.search import _Candidate, _text
+    from kb.store.database import PassageSpan
 
     source = "".join(f"word{i:03d} " for i in range(200))
     rng = random.Random(7)
@@ -239,7 +239,7 @@ def test_cli_mode_path_and_json_parts(article_index):
 
 
 def test_terminal_output_highlights_best_sentence(article_kb):
-    from kb.render import hits_text
+    from kb.query.render import hits_text
 
     question = "What was the turnout in the ballot?"
     hits = article_kb.ask(question, k=1)
@@ -308,9 +308,9 @@ def test_the_lexical_top_k_runs_beside_the_embedding(article_index, embedder):
 def test_sentences_read_by_chunks_as_the_tokenizer_and_analyzer_read_them_whole(monkeypatch):
     """The highlighter's chunk cache must give each sentence the word pieces, terms and
     prefixes reading the whole sentence gives (real text: the article and Python docs)."""
-    from kb.chunking import sentence_spans
-    from kb.highlight import WordPieces, _prefixes
-    from kb.lexical import terms
+    from kb.ingest.chunking import sentence_spans
+    from kb.query.highlight import WordPieces, _prefixes
+    from kb.store.lexical import terms
 
     pieces = WordPieces.load()
     texts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "corpus").glob("*"))]
@@ -337,9 +337,9 @@ def test_sentences_read_by_chunks_as_the_tokenizer_and_analyzer_read_them_whole(
     direct = [float((query @ pieces.vectors(ids).T).max(axis=1).mean()) if ids else 0.0 for ids in sentences]
     assert pieces.max_similarity(query, sentences) == pytest.approx(direct, abs=1e-6)
     # A full cache starts again rather than growing: same readings.
-    import kb.highlight
+    import kb.query.highlight
 
-    monkeypatch.setattr(kb.highlight, "CHUNK_CACHE_MAX", 8)
+    monkeypatch.setattr(kb.query.highlight, "CHUNK_CACHE_MAX", 8)
     sentence = "Junior doctors voted to strike over the new contract, said the BMA."
     for _ in range(2):
         assert pieces.words(sentence).ids == pieces.tokenizer.encode(sentence, add_special_tokens=False).ids

@@ -446,7 +446,7 @@ def _readline(process, timeout):
 def test_the_listening_socket_is_tcp_so_answers_are_not_delayed():
     # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; with proto 0 every
     # answer after the first on a keep-alive connection waited ~40 ms (Nagle vs delayed ACK).
-    from kb.server import _listen
+    from kb.serve.server import _listen
 
     sock = _listen("127.0.0.1", 0)
     try:
@@ -456,7 +456,7 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_delayed():
 
 
 def test_the_cli_default_workers_is_the_servers():
-    from kb.server import DEFAULT_WORKERS
+    from kb.serve.server import DEFAULT_WORKERS
 
     workers = next(p for p in cli.commands["serve"].params if p.name == "workers")
     assert workers.default == DEFAULT_WORKERS

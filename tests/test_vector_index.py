@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kb import KnowledgeBase, vector_index
+from kb import KnowledgeBase
+from kb.store import vector_index
 
 DOCS = Path(__file__).parent / "fixtures" / "python-docs"
 QUESTIONS = [
@@ -91,7 +92,7 @@ def test_an_index_with_float32_lists_from_an_older_kb_answers_and_is_upgraded(do
                                                                               small_threshold):
     import faiss
 
-    from kb.store import Store
+    from kb.store.database import Store
 
     folder, index_dir, _ = indexed_copy(docs, tmp_path, embedder)
     # Rewrite its base as kb 0.1 wrote it: IVF with float32 lists, no exact vectors beside it.
@@ -156,8 +157,8 @@ def test_ivf_follows_adds_deletes_and_compaction(docs, exact, tmp_path, embedder
 
 def assert_exact_vectors_match_the_store(index_dir):
     """The float32 rows beside an IVF base are SQLite's vectors of exactly its passages."""
-    from kb.exact_vectors import ExactVectors
-    from kb.store import Store
+    from kb.store.exact_vectors import ExactVectors
+    from kb.store.database import Store
 
     info = KnowledgeBase(index_dir).info()["vector_index"]
     assert info["kind"] == "ivf" and info["codec"] == "sq8"
@@ -222,7 +223,7 @@ def test_the_vector_file_is_memory_mapped_not_read(docs, tmp_path, embedder, sma
     kb.ask("binary data", k=1, mode="dense")
     import faiss
 
-    from kb.vector_index import _read
+    from kb.store.vector_index import _read
 
     vectors = kb._open_reader().vectors
     base = vectors._base
@@ -352,7 +353,7 @@ def test_the_lists_a_question_probes_are_asked_for_at_once(ivf_with_removed, emb
 
     import faiss
 
-    from kb import page_advice
+    from kb.store import page_advice
 
     monkeypatch.setattr(page_advice, "RESIDENT_US", 0.0)  # advice never looks "all in memory": never paused
     kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
@@ -400,7 +401,7 @@ def test_advice_pauses_while_the_pages_were_in_memory(ivf_with_removed, embedder
     """Advice that found every page in memory spares the next QUIET_SECONDS of questions
     (on a busy machine it costs them ~1 ms); the first question after that advises again,
     and advice that had reads to start never pauses."""
-    from kb import page_advice
+    from kb.store import page_advice
 
     now = [1000.0]
     kb = KnowledgeBase(ivf_with_removed, embedder=embedder)
@@ -450,7 +451,7 @@ def test_scattered_reads_are_not_read_ahead(ivf_with_removed, exact, embedder):
         assert flags and all("rr" in f for f in flags), (name, flags)
     assert kb._open_reader().store.conn.execute("PRAGMA mmap_size").fetchone()[0] == 0
     # A compaction reads them front to back: read ahead as usual.
-    from kb.exact_vectors import ExactVectors
+    from kb.store.exact_vectors import ExactVectors
 
     whole = ExactVectors.open(ivf_with_removed, info["file"], info["base_vectors"], 384, scattered=False)
     for name in info["exact_vectors"]:

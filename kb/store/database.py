@@ -12,7 +12,7 @@ read to its vector. A passage whose text was embedded before (in an unchanged pa
 an edited file, in a moved file, in a run that was killed) costs a lookup, not a model
 call. A run's work is committed batch by batch into `embeddings` and the staging tables,
 which no reader looks at; the index readers see changes only with the run's final commit
-(kb.pipeline).
+(kb.ingest.pipeline).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .errors import CorruptIndex, IndexMismatch
+from ..errors import CorruptIndex, IndexMismatch
 
 SCHEMA_VERSION = 2
 PAGE_SIZE = 8192
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vector BLOB NOT NULL,
     run INTEGER NOT NULL
 ) WITHOUT ROWID;
--- Passages deleted since the vector index's base file was written (kb.vector_index).
+-- Passages deleted since the vector index's base file was written (kb.store.vector_index).
 CREATE TABLE IF NOT EXISTS removed_passages (passage_id INTEGER PRIMARY KEY);
 CREATE TRIGGER IF NOT EXISTS passages_removed AFTER DELETE ON passages BEGIN
     INSERT OR IGNORE INTO removed_passages(passage_id) VALUES (old.id);

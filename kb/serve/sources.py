@@ -19,11 +19,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .documents import Document, SourceFile, read_document
-from .errors import BadInput, NotIndexed
+from ..ingest.documents import Document, SourceFile, read_document
+from ..errors import BadInput, NotIndexed
 
 if TYPE_CHECKING:
-    from .knowledge_base import KnowledgeBase
+    from ..knowledge_base import KnowledgeBase
 
 MEDIA_TYPES = {".md": "text/markdown", ".html": "text/html", ".htm": "text/html", ".jsonl": "application/jsonl",
                ".pdf": "application/pdf",
@@ -55,7 +55,7 @@ class IndexedFile:
 
 def indexed_files(kb: KnowledgeBase) -> list[IndexedFile]:
     """Every document in the index, sorted by how it is cited."""
-    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.documents()]
+    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.ingest.documents()]
 
 
 def find_indexed(kb: KnowledgeBase, name: str) -> IndexedFile:
@@ -99,7 +99,7 @@ def document_text(file: IndexedFile) -> str:
     in citations), and a JSONL file as its own lines (records are cited by line)."""
     document = _document(file)
     if any(s.single_line for s in document.sections):
-        from .readers.text import decode_text
+        from ..ingest.readers.text import decode_text
 
         return decode_text(Path(file.abspath).read_bytes())
     return "\f".join(s.text for s in document.sections)

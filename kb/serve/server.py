@@ -47,9 +47,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .errors import EXIT_IO_ERROR, BadInput, KbError, NotIndexed
-from .knowledge_base import KnowledgeBase
-from .render import hits_json, hits_payload
+from ..errors import EXIT_IO_ERROR, BadInput, KbError, NotIndexed
+from ..knowledge_base import KnowledgeBase
+from ..query.render import hits_json, hits_payload
 from .sources import find_indexed, source_view
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -69,7 +69,7 @@ PUBLIC_PATHS = ("/", "/health", "/favicon.ico")  # no index data: reachable with
 ASK_PARAMS = ("q", "k", "mode", "min_score", "path", "mmr", "highlight")
 SOURCE_PARAMS = ("source", "line_start", "line_end", "page", "record", "context")
 
-log = logging.getLogger("kb.server")
+log = logging.getLogger("kb.serve.server")
 
 
 class Pool:

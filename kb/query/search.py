@@ -6,7 +6,7 @@
 
 Scores (Hit.score is the one the mode ranks by):
 - dense: cosine similarity of question and passage embeddings, in [-1, 1];
-- lexical: BM25 divided by the most the question's terms allow (kb.lexical), in [0, 1);
+- lexical: BM25 divided by the most the question's terms allow (kb.store.lexical), in [0, 1);
 - hybrid (default): weight * dense + (1 - weight) * lexical. Both parts are absolute,
   not rescaled per question, so a fused score means the same thing for every question
   and --min-score is one threshold for all. Each part is computed exactly for every
@@ -22,13 +22,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import fusion
-from .background import alongside
-from .errors import BadInput
+from ..store.background import alongside
+from ..errors import BadInput
 from .highlight import best_sentences
 from .hits import Hit
-from .lexical import LexicalIndex, query_terms
-from .store import PassageSpan, Store, StoredDocument
-from .vector_index import VectorIndex
+from ..store.lexical import LexicalIndex, query_terms
+from ..store.database import PassageSpan, Store, StoredDocument
+from ..store.vector_index import VectorIndex
 
 MODES = ("dense", "lexical", "hybrid")
 FUSIONS = ("convex", "minmax", "rrf")

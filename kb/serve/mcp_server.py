@@ -27,9 +27,9 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Resource as McpResource
 
-from .errors import KbError
-from .knowledge_base import KnowledgeBase
-from .render import hits_payload, hits_text, info_text
+from ..errors import KbError
+from ..knowledge_base import KnowledgeBase
+from ..query.render import hits_payload, hits_text, info_text
 from .server import version
 from .sources import IndexedFile, document_text, indexed_files
 

@@ -4,7 +4,7 @@ Two families, both measured on SciFact train and XQuAD (bench/quality.py):
 - reciprocal rank fusion: uses ranks only, so it needs no calibration, but its
   scores say nothing about how good a hit is;
 - convex combination of scores already on a common [0, 1]-ish scale, either
-  normalised per question (min-max) or absolute (cosine and kb.lexical's normalised
+  normalised per question (min-max) or absolute (cosine and kb.store.lexical's normalised
   BM25), which keeps the fused score comparable across questions.
 """
 

@@ -1,6 +1,6 @@
 """What a reader makes of a file: the stretches of text kb chunks, with where they sit.
 
-A leaf module: the readers (kb.readers) make sections and kb.documents, which calls the
+A leaf module: the readers (kb.ingest.readers) make sections and kb.ingest.documents, which calls the
 readers, collects them; neither needs to import the other to share this type.
 """
 

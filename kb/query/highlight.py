@@ -27,11 +27,11 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .chunking import sentence_spans
+from ..ingest.chunking import sentence_spans
 from .hits import Hit
-from .lexical import STOPWORDS, WORD, query_terms, terms
-from .model import ModelFiles, cache_dir, packaged_model
-from .partial_tokenizer import shared_tokenizer
+from ..store.lexical import STOPWORDS, WORD, query_terms, terms
+from ..embed.model import ModelFiles, cache_dir, packaged_model
+from ..embed.partial_tokenizer import shared_tokenizer
 
 WEIGHT = 0.5  # share of the soft word match; XQuAD was flat from 0.2 to 0.65 (bench/highlight.py)
 STATIC_FILE = "word_pieces.npy"
@@ -83,7 +83,7 @@ class _Words(NamedTuple):
     """A stretch of text as the highlighter reads it."""
 
     ids: list[int]  # the model's word pieces, in order
-    terms: set[str]  # BM25 terms (kb.lexical.terms)
+    terms: set[str]  # BM25 terms (kb.store.lexical.terms)
     prefixes: set[str]  # five-letter word prefixes (_prefixes)
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 @dataclass(frozen=True)
 class Hit:
     rank: int
-    score: float  # what ranked it: `fused` in hybrid mode, else `dense` or `lexical` (see kb.search)
+    score: float  # what ranked it: `fused` in hybrid mode, else `dense` or `lexical` (see kb.query.search)
     text: str
     source: str  # path as given to `kb index` (relative to where it ran), or absolute
     line_start: int

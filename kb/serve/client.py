@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
-from .errors import (
+from ..errors import (
     BadInput,
     CorruptIndex,
     IndexBusy,
@@ -23,7 +23,7 @@ from .errors import (
     NoIndex,
     NoResults,
 )
-from .hits import Hit
+from ..query.hits import Hit
 
 # The server sends exit codes; each error class carries its own (kb.errors).
 _ERRORS = {cls.exit_code: cls for cls in (NoResults, BadInput, NoIndex, IndexMismatch, CorruptIndex, IndexBusy)}

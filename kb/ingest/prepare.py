@@ -7,10 +7,10 @@ content (`known`), embeds the rest, and yields:
   stored or was yielded in Vectors;
 - Touched: the file's bytes are those already indexed (only the mtime or the path moved);
 - Failed: the file could not be used, with the reason.
-One item per file, in any order. The run's single writer (kb.pipeline) commits what
+One item per file, in any order. The run's single writer (kb.ingest.pipeline) commits what
 executors yield in batches, so a killed run loses at most the batch in flight; executors
 never touch the index. LocalExecutor works in this process: a thread reads and chunks
-ahead while the model embeds batches of passages gathered across files. kb.prepare_ray
+ahead while the model embeds batches of passages gathered across files. kb.ingest.prepare_ray
 does the same on a Ray cluster.
 """
 
@@ -25,9 +25,9 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .documents import Document, Skipped, SourceFile, read_document
-from .model import TokenCounter, packaged_model
+from ..embed.model import TokenCounter, packaged_model
 from .passages import ChunkSettings, Passage, make_passages
-from .store import vector_key
+from ..store.database import vector_key
 
 READ_AHEAD = 64  # documents read and chunked ahead of the embedder
 
@@ -77,7 +77,7 @@ def keys_for(passages: Sequence[Passage], model_id: str) -> list[bytes]:
 def read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings, raw: bytes | None = None):
     """(document, passages), or Skipped with the reason the file cannot be used.
 
-    raw: the file's bytes, if they were already read (see kb.documents.read_document)."""
+    raw: the file's bytes, if they were already read (see kb.ingest.documents.read_document)."""
     try:
         document = read_document(f, raw)
         return document, make_passages(document, counter, settings)

@@ -1,13 +1,13 @@
 """One `kb index` run, files -> documents -> passages -> vectors -> the next generation.
 
     plan     compare the files found with the index: new, changed, gone, unchanged
-    prepare  an executor (kb.prepare: here, or on a Ray cluster) reads and chunks each
+    prepare  an executor (kb.ingest.prepare: here, or on a Ray cluster) reads and chunks each
              file, looks each passage's vector up by content and embeds only what is new;
              this process commits vectors and staged documents batch by batch (no reader
              looks at either)
     publish  one short transaction: swap the staged documents in, write the next
              generation's lexical folder (all of it when the index was built with
-             another analysis, kb.lexical.ANALYZER) and (if due) vector base file,
+             another analysis, kb.store.lexical.ANALYZER) and (if due) vector base file,
              record the generation; readers see all of it or none of it
     tidy     remove older generations' files, drop vectors nothing uses, reclaim space
 
@@ -29,15 +29,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import vector_index
+from ..store import vector_index
 from .documents import Document, Skipped, SourceFile
-from .errors import BadInput
-from .lexical import ANALYZER, UNRECORDED_ANALYZER, LexicalWriter
-from .model import ModelFiles, packaged_model
+from ..errors import BadInput
+from ..store.lexical import ANALYZER, UNRECORDED_ANALYZER, LexicalWriter
+from ..embed.model import ModelFiles, packaged_model
 from .passages import ChunkSettings, Passage
 from .prepare import Executor, Item, LocalExecutor, Prepared, Touched, Vectors
-from .store import Store, StoredDocument
-from .vector_index import VectorLayout
+from ..store.database import Store, StoredDocument
+from ..store.vector_index import VectorLayout
 
 BATCH = 512  # vectors and passages committed together: at most this much work is lost to a kill
 
@@ -106,7 +106,7 @@ class Progress:
 
 
 OnProgress = Callable[[Progress], None]
-GetEmbedder = Callable[[], object]  # -> an kb.embedding.Embedder, loaded only when needed
+GetEmbedder = Callable[[], object]  # -> an kb.embed.embedding.Embedder, loaded only when needed
 
 
 @dataclass
@@ -123,8 +123,8 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
         vector_index: str | None = None) -> None:
     """Make the index mirror `files` (see the module docstring); fills in `report`.
 
-    executor: where files are read, chunked and embedded (kb.prepare); default, here.
-    vector_index: "auto", "exact" or "ivf" (kb.vector_index.SETTINGS); None keeps the
+    executor: where files are read, chunked and embedded (kb.ingest.prepare); default, here.
+    vector_index: "auto", "exact" or "ivf" (kb.store.vector_index.SETTINGS); None keeps the
     index's setting, which starts as "auto". model: the packaged model in the variant to
     embed with (default fp32).
     """

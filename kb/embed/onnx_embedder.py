@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import first_line
+from ..errors import first_line
 from .model import ModelFiles, cache_dir, load_tokenizer
 from .partial_tokenizer import shared_tokenizer
 
@@ -394,7 +394,7 @@ class OnnxEmbedder:
         # onnxruntime lets go of the GIL while it builds a session (`tokenizers` does not
         # while it builds its vocabulary), so the session is built on another thread while
         # this one reads the vocabulary. A process that may ask only once takes just the
-        # entries its texts need (kb.partial_tokenizer: 25-40 ms off a cold `kb ask`).
+        # entries its texts need (kb.embed.partial_tokenizer: 25-40 ms off a cold `kb ask`).
         self._prepack_later = prepack is None
         session = _session_in_background(self.path, self.threads, prepack=bool(prepack))
         self._tokenizer = shared_tokenizer(model.tokenizer_file, max_length=model.max_seq_length)

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import CorruptIndex
+from ..errors import CorruptIndex
 from .page_advice import ask_for_all, read_at_random
 
 

@@ -41,7 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import CorruptIndex, first_line
+from ..errors import CorruptIndex, first_line
 
 K1 = 1.2  # tantivy's BM25 constants
 B = 0.75
@@ -52,7 +52,7 @@ TERM_QUERIES_MAX = 512  # id filters up to this size are OR-ed term queries (Lex
 
 # What _analyzer_builder(False) does to a passage. Change it whenever that changes the
 # terms (another filter, stemmer or tokenizer): indexes recording another value get
-# their lexical folder rebuilt by the next `kb index` (kb.pipeline).
+# their lexical folder rebuilt by the next `kb index` (kb.ingest.pipeline).
 ANALYZER = f"simple|remove_long({MAX_TOKEN_LENGTH})|lowercase|ascii_fold|stemmer(english)"
 # What indexes built before the analysis was recorded used.
 UNRECORDED_ANALYZER = "simple|remove_long(40)|lowercase|ascii_fold|stemmer(english)"

@@ -13,7 +13,7 @@ import click
 from .hits import Hit
 
 if TYPE_CHECKING:  # a type only: `kb ask --server` renders hits without loading the index code
-    from .pipeline import IndexReport
+    from ..ingest.pipeline import IndexReport
 
 
 def hits_payload(question: str, hits: Sequence[Hit]) -> dict:

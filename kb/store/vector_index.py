@@ -1,14 +1,14 @@
 """Dense search with FAISS: exact for small indexes, inverted-file (IVF) above FLAT_MAX.
 
 Vectors are unit length, so inner product is cosine similarity. Their truth is SQLite
-(kb.store); everything here is derived and can be rebuilt without embedding anything.
+(kb.store.database); everything here is derived and can be rebuilt without embedding anything.
 
 A generation's vector index has three parts, so that a small change never rewrites a
 big file:
 - the base: a FAISS file, `vectors.<generation it was written in>.faiss`, opened with
   memory mapping (the first answer reads only the lists it probes, not the whole file).
   An IVF base stores 8-bit codes (SQ8: a question scans a quarter of the bytes, 3.7 vs
-  7.0 ms at 1M passages) and keeps the exact float32 vectors beside it (kb.exact_vectors),
+  7.0 ms at 1M passages) and keeps the exact float32 vectors beside it (kb.store.exact_vectors),
   from which every candidate is re-scored: scores are exact cosines at any size;
 - the delta: passages added since the base was written (ids above its `max_id`), read
   from SQLite when the index is opened and searched exactly;
@@ -34,7 +34,7 @@ import numpy as np
 
 from . import exact_vectors
 from .background import alongside
-from .errors import CorruptIndex, first_line
+from ..errors import CorruptIndex, first_line
 from .exact_vectors import ExactVectors
 from .page_advice import AdviceGate, ListPrefetch
 
@@ -67,7 +67,7 @@ class VectorLayout:
 
     @property
     def exact_file(self) -> bool:
-        """Whether exact vectors are kept beside the base (kb.exact_vectors)."""
+        """Whether exact vectors are kept beside the base (kb.store.exact_vectors)."""
         return self.kind == "ivf" and self.codec == "sq8" and bool(self.file)
 
     def files(self) -> list[str]:
@@ -311,7 +311,7 @@ def write_base(index_dir: Path, generation: int, dimension: int, live: int, max_
     live and max_id: how many passages the index holds and the largest id. An IVF base
     whose lists still suit the index size is updated (removed taken out, delta added)
     rather than rebuilt: no re-training, no re-assigning the base. An IVF base's exact
-    vectors are written beside it (kb.exact_vectors), before the caller commits.
+    vectors are written beside it (kb.store.exact_vectors), before the caller commits.
     """
     import faiss
 

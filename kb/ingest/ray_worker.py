@@ -1,8 +1,8 @@
 """What runs on a Ray worker: read and chunk files, embed passages, the model loaded once.
 
-A worker is a Ray actor started by kb.prepare_ray for one `kb index` run. It never sees
+A worker is a Ray actor started by kb.ingest.prepare_ray for one `kb index` run. It never sees
 the index: it turns what the driver sends (a file and usually its bytes; a batch of
-texts) into what the driver writes (kb.prepare items; vectors). Everything it returns is
+texts) into what the driver writes (kb.ingest.prepare items; vectors). Everything it returns is
 an ordinary kb value, so the driver's writer cannot tell a worker's results from
 LocalExecutor's.
 
@@ -13,7 +13,7 @@ embeds with sentence-transformers on CUDA, but only after checking that its vect
 the probe texts agree with the ONNX embedder's (cosine >= 0.9999): a node with a broken
 driver or build must fail loudly, not put different vectors into the index.
 
-Errors a file can cause are caught per file (kb.prepare.read_and_chunk): an exception
+Errors a file can cause are caught per file (kb.ingest.prepare.read_and_chunk): an exception
 escaping an actor method would fail the whole run.
 """
 
@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from .documents import Skipped, SourceFile
-from .errors import KbError
-from .model import TokenCounter, offline_environment, packaged_model
+from ..errors import KbError
+from ..embed.model import TokenCounter, offline_environment, packaged_model
 from .passages import ChunkSettings
 from .prepare import Failed, Prepared, Touched, keys_for, read_and_chunk
 
@@ -77,7 +77,7 @@ class Worker:
 def worker_embedder(threads: int, gpu: bool):
     """ONNX on `threads` CPU threads; with a GPU, sentence-transformers on CUDA once it has
     shown it agrees with ONNX."""
-    from .embedding import SentenceTransformerEmbedder, load_embedder
+    from ..embed.embedding import SentenceTransformerEmbedder, load_embedder
 
     model = packaged_model()
     cpu = load_embedder(model, for_indexing=True, threads=threads)
@@ -92,7 +92,7 @@ def worker_embedder(threads: int, gpu: bool):
 def check_agrees(candidate, reference, minimum: float | None = None) -> float:
     """The lowest cosine between two embedders' vectors for the probe texts (short, long,
     and longer than the model's window); KbError if it is under `minimum` (default 0.9999)."""
-    from .onnx_embedder import MIN_COSINE, PROBES
+    from ..embed.onnx_embedder import MIN_COSINE, PROBES
 
     minimum = MIN_COSINE if minimum is None else minimum
     texts = list(PROBES)

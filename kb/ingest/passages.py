@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from .chunking import chunk_text
 from .documents import Document
-from .model import TokenCounter
+from ..embed.model import TokenCounter
 from .sections import Section
 
 _NEWLINE = re.compile("\n")

@@ -1,7 +1,7 @@
 """Files -> passages with vectors on a Ray cluster: workers read, chunk and embed; this
 process stays the run's one writer.
 
-RayExecutor is a kb.prepare executor: kb.pipeline commits what it yields exactly as it
+RayExecutor is a kb.ingest.prepare executor: kb.ingest.pipeline commits what it yields exactly as it
 commits LocalExecutor's, so an index built on a cluster is the same index (same rows,
 same vector keys, same resumability) and everything else in kb works on it unchanged.
 
@@ -12,7 +12,7 @@ How a run goes:
   so that an unreachable address is one line, not minutes of retries. A process already
   connected to Ray (a script, the tests) keeps its connection.
 - Workers: one actor per CPU (ONNX, one thread each) or, where the cluster has GPUs,
-  one per GPU (sentence-transformers on CUDA); see kb.ray_worker. Each loads the model
+  one per GPU (sentence-transformers on CUDA); see kb.ingest.ray_worker. Each loads the model
   once; the driver refuses workers whose model weights differ from its own.
 - Files: the driver reads each file and ships its bytes with the call, so workers need
   no shared storage and no same paths (the README has the measurement); files whose bytes
@@ -45,8 +45,8 @@ from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 from .documents import Skipped, SourceFile
-from .errors import BadInput, KbError
-from .model import packaged_model
+from ..errors import BadInput, KbError
+from ..embed.model import packaged_model
 from .passages import ChunkSettings
 from .prepare import Failed, Item, Known, LocalExecutor, Prepared, Touched, Vectors, READ_AHEAD
 
@@ -87,7 +87,7 @@ class RayExecutor:
         if size < self.local_below:
             print(f"kb: note: {len(files)} files ({size / 1024:.0f} KB) is a small run: indexing here, "
                   f"not on Ray (starting it costs more than it saves)", file=sys.stderr)
-            from .embedding import load_embedder
+            from ..embed.embedding import load_embedder
             from .pipeline import BATCH
 
             model = packaged_model()
@@ -151,7 +151,7 @@ def _texts_per_call(gpu: bool) -> int:
 
 class _Dispatch:
     """The driver's loop: keep every worker busy with chunk and embed calls, turn results
-    into kb.prepare items. Calls carry their own ids; results come back in any order."""
+    into kb.ingest.prepare items. Calls carry their own ids; results come back in any order."""
 
     def __init__(self, workers: list, files: Sequence[SourceFile], stored_sha256: dict[str, str], known: Known, *,
                  ship_bytes: bool, texts_per_call: int):

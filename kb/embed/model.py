@@ -17,7 +17,7 @@ from pathlib import Path
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHTS_FILE = "model.safetensors"
 # fp32: the model as published, the default. int8: the same weights quantised to 8 bits
-# (kb.onnx_embedder), ~2x faster, an opt-in with vectors of its own (see README).
+# (kb.embed.onnx_embedder), ~2x faster, an opt-in with vectors of its own (see README).
 VARIANTS = ("fp32", "int8")
 
 
@@ -113,7 +113,7 @@ def weights_sha256(weights: Path) -> str:
 
     Hashing 90 MB costs ~0.2 s, too much for every `kb ask`; the memo makes it a stat.
     The inode and ctime make a replaced or rewritten file miss the memo, whatever its
-    size and mtime (as for kb.onnx_embedder's recorded checks).
+    size and mtime (as for kb.embed.onnx_embedder's recorded checks).
     """
     key = "|".join(map(str, file_identity(weights)))
     memo_file = cache_dir() / "weights-sha256.json"

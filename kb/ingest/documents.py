@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import BadInput
+from ..errors import BadInput
 from .sections import Section
 
 # Files larger than this are skipped (a setting: `kb index --max-file-size`): one

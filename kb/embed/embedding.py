@@ -15,7 +15,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .errors import BadInput, KbError, first_line
+from ..errors import BadInput, KbError, first_line
 from .model import ModelFiles, offline_environment, packaged_model
 
 Progress = Callable[[int], None]  # called with the number of texts just embedded
@@ -97,7 +97,7 @@ def load_embedder(model: ModelFiles, *, for_indexing: bool = False, threads: int
     """The embedder for building (for_indexing=True) or querying an index.
 
     The ONNX export in kb's cache is used whenever it reproduces the reference vectors
-    (checked once per file, see kb.onnx_embedder): it gives the same vectors faster and
+    (checked once per file, see kb.embed.onnx_embedder): it gives the same vectors faster and
     without importing torch. sentence-transformers is loaded only to export it (once per
     model and user) or when it is unusable, with a note on stderr. KB_EMBEDDER=onnx|torch
     forces a backend (onnx: fail rather than fall back). The int8 variant exists only as

@@ -47,7 +47,7 @@ def shared_tokenizer(tokenizer_file: Path, *, max_length: int | None = None) -> 
 class PartialTokenizer:
     """encode / encode_batch / token_to_id of a `tokenizers.Tokenizer`, built over the
     vocabulary entries its texts need until expect_many() hands everything to the whole
-    tokenizer (kb.model.load_tokenizer). Safe across threads."""
+    tokenizer (kb.embed.model.load_tokenizer). Safe across threads."""
 
     def __init__(self, tokenizer_file: Path, max_length: int | None = None):
         self.tokenizer_file = Path(tokenizer_file)
@@ -57,7 +57,7 @@ class PartialTokenizer:
         self._tokenizer = None  # the partial one, set up on first use (never, after expect_many)
 
     def prepare(self) -> None:
-        """Read the vocabulary now rather than at the first text (kb.onnx_embedder does this
+        """Read the vocabulary now rather than at the first text (kb.embed.onnx_embedder does this
         while onnxruntime builds its session on another thread)."""
         with self._lock:
             if self._full is None and self._tokenizer is None:
@@ -86,7 +86,7 @@ class PartialTokenizer:
         return self._full is None
 
     def expect_many(self) -> None:
-        """From now on, the whole vocabulary (built once, as kb.model.load_tokenizer does)."""
+        """From now on, the whole vocabulary (built once, as kb.embed.model.load_tokenizer does)."""
         if self._full is None:
             self._full = load_tokenizer(self.tokenizer_file, max_length=self.max_length)
 
@@ -188,7 +188,7 @@ def _partial_is_exact(spec: dict, vocab: dict[str, int]) -> bool:
 
 def _parsed(tokenizer_file: Path) -> tuple[dict, dict[str, int], int]:
     """(tokenizer.json without its vocabulary, the vocabulary, its longest entry's length),
-    from kb's cache when it was written from this very file (kb.model.file_identity); the
+    from kb's cache when it was written from this very file (kb.embed.model.file_identity); the
     length is kept too, as finding it again costs 2 ms of a cold `kb ask`."""
     identity = file_identity(tokenizer_file)
     path = cache_dir() / "tokenizer" / (hashlib.sha256(identity[0].encode()).hexdigest()[:32] + ".marshal")
