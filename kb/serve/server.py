@@ -69,7 +69,7 @@ PUBLIC_PATHS = ("/", "/health", "/favicon.ico")  # no index data: reachable with
 ASK_PARAMS = ("q", "k", "mode", "min_score", "path", "mmr", "highlight")
 SOURCE_PARAMS = ("source", "line_start", "line_end", "page", "record", "context")
 
-log = logging.getLogger("kb.serve.server")
+log = logging.getLogger("kb.server")
 
 
 class Pool:
