@@ -1,5 +1,9 @@
 """One `kb index` run, files -> documents -> passages -> vectors -> the next generation.
 
+    verify   PRAGMA quick_check of the database, and the checksums of the current
+             generation's derived files (kb.store.checksums): a damaged database stops
+             the run (exit 5, rebuild); a damaged derived file is written again from
+             SQLite in this run's publish, nothing re-embedded
     plan     compare the files found with the index: new, changed, gone, unchanged
     prepare  an executor (kb.ingest.prepare: here, or on a Ray cluster) reads and chunks each
              file, looks each passage's vector up by content and embeds only what is new;
@@ -31,7 +35,8 @@ import numpy as np
 
 from ..store import vector_index
 from .documents import Document, Skipped, SourceFile
-from ..errors import BadInput
+from ..errors import BadInput, CorruptIndex
+from ..store import checksums
 from ..store.lexical import ANALYZER, UNRECORDED_ANALYZER, LexicalWriter
 from ..embed.model import ModelFiles, packaged_model
 from .passages import ChunkSettings, Passage
@@ -59,6 +64,7 @@ class IndexReport:
     passages_reused: int = 0  # passages of new or changed files whose vectors were already stored
     seconds: float = 0.0
     rebuilt: bool = False
+    repaired: list[str] = field(default_factory=list)  # derived files found damaged, written again from SQLite
 
     def to_dict(self) -> dict:
         return {
@@ -75,6 +81,7 @@ class IndexReport:
             "passages_reused": self.passages_reused,
             "seconds": round(self.seconds, 3),
             "rebuilt": self.rebuilt,
+            "repaired": self.repaired,
         }
 
 
@@ -135,6 +142,7 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     settings = settings or _stored_settings(store) or ChunkSettings()
     built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
     meta = store.all_meta()
+    repair = set() if rebuild else _verify(store, index_dir, meta, report)
     report.rebuilt = rebuild or (meta.get("generation") is not None and
                                  any(meta.get(k) != v for k, v in built_with.items()))
     with store.transaction():
@@ -167,10 +175,34 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     if on_progress:
         on_progress(progress)
     _publish(store, index_dir, plan, stager.staged, report, built_with, stager.dimension, meta, run_number,
-             vector_index)
+             vector_index, repair)
     progress.stage = "done"
     if on_progress:
         on_progress(progress)
+
+
+# -- verify ----------------------------------------------------------------------------
+def _verify(store: Store, index_dir: Path, meta: dict, report: IndexReport) -> set[str]:
+    """Which parts of the current generation ("lexical", "vectors") must be written again
+    from SQLite; raises CorruptIndex when the database itself is damaged."""
+    problems = [row[0] for row in store.conn.execute("PRAGMA quick_check").fetchmany(3)]
+    if problems != ["ok"]:
+        raise CorruptIndex(f"the index database {store.path} is damaged ({problems[0]}); "
+                           "run `kb index --rebuild` (it reads and embeds every file again)")
+    if not meta.get("generation"):
+        return set()
+    layout = VectorLayout.from_dict(meta["vectors"]) if meta.get("vectors") else None
+    vector_files = layout.files() if layout else []
+    lexical = meta.get("lexical")
+    found = checksums.damaged(index_dir, meta.get("checksums") or {},
+                              checksums.generation_files(index_dir, lexical, vector_files))
+    found += [(name, "it is missing") for name in [*vector_files, *([lexical] if lexical else [])]
+              if not (index_dir / name).exists()]
+    parts = set()
+    for name, why in found:
+        parts.add("lexical" if name.startswith("lexical.") else "vectors")
+        report.repaired.append(f"{name}: {why}")
+    return parts
 
 
 # -- plan ------------------------------------------------------------------------------
@@ -260,7 +292,8 @@ class _Stager:
 
 # -- publish -------------------------------------------------------------------------
 def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile], report: IndexReport,
-             built_with: dict, dimension: int | None, meta: dict, run_number: int, vector_setting: str | None) -> None:
+             built_with: dict, dimension: int | None, meta: dict, run_number: int, vector_setting: str | None,
+             repair: set[str] = frozenset()) -> None:
     previous_generation = meta.get("generation") or 0
     generation = previous_generation + 1
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -269,8 +302,9 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
     gone = [d.id for d in plan.gone] + [d.id for p, d in stored.items() if d.source in unreadable]
     gone += [stored[f.abspath].id for f in staged if f.abspath in stored]
     # An index whose terms came from another analysis: write its lexical folder afresh.
+    # So is a damaged one (kb.store.checksums): from the passages SQLite holds.
     reanalyse = bool(previous_generation and meta.get("lexical") and not report.rebuilt
-                     and (meta.get("lexical_analyzer") or UNRECORDED_ANALYZER) != ANALYZER)
+                     and ((meta.get("lexical_analyzer") or UNRECORDED_ANALYZER) != ANALYZER or "lexical" in repair))
     changes = bool(gone or staged or report.rebuilt or not previous_generation or reanalyse)
     dimension = dimension or meta.get("dimension") or _model_dimension()
 
@@ -295,7 +329,9 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
             del writer
         previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
         setting = vector_setting or meta.get("vector_index_setting") or "auto"
-        if changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):
+        if "vectors" in repair:  # a damaged base: all of it again, from SQLite's vectors
+            layout = _update_vectors(store, index_dir, generation, dimension, None, setting)
+        elif changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):
             layout = _update_vectors(store, index_dir, generation, dimension, previous_layout, setting)
         else:
             layout = previous_layout
@@ -308,6 +344,8 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
         store.set_meta("lexical", lexical)
         store.set_meta("lexical_analyzer", ANALYZER)
         store.set_meta("vectors", layout.to_dict())
+        store.set_meta("checksums", checksums.record(index_dir, checksums.generation_files(
+            index_dir, lexical, layout.files()), previous=meta.get("checksums")))
         store.set_meta("vector_index_setting", setting)
         store.set_meta("generation", generation)
         store.set_meta("rebuild_from", None)
