@@ -120,6 +120,9 @@ CONDITIONS = {
     errno.EIO: "an input/output error (the disk may be failing)",
     errno.ENOMEM: "out of memory",
 }
+# Conditions of the machine, not of one file: a run meeting one stops (IoFailure) rather
+# than skip, and so drop from the index, every file it could not open meanwhile.
+MACHINE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 # The words FAISS and tantivy put in their messages (both quote strerror).
 _STRERRORS = {os.strerror(code).lower(): code for code in CONDITIONS}
 _STRERRORS["storagefull"] = errno.ENOSPC  # Rust's io::ErrorKind, in tantivy's messages

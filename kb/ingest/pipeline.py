@@ -308,58 +308,68 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
     changes = bool(gone or staged or report.rebuilt or not previous_generation or reanalyse)
     dimension = dimension or meta.get("dimension") or _model_dimension()
 
-    with store.transaction():
-        if report.rebuilt:
-            store.conn.execute("DELETE FROM documents")
-        old_keys = store.vector_keys_of(gone)
-        store.delete_documents(gone)
-        for doc_id, f in plan.touched:
-            store.touch_document(doc_id, f.source, f.size, f.mtime_ns)
-        newest_before = store.max_passage_id()
-        store.publish_staged([f.abspath for f in staged], {f.abspath: f.source for f in staged}, now)
-        _crash_point("writing")
-        lexical = meta.get("lexical")
-        if changes:
-            previous = None if report.rebuilt or reanalyse or not lexical else index_dir / lexical
-            lexical = f"lexical.{generation}"
-            writer = LexicalWriter(index_dir / lexical, previous)
-            writer.delete_documents(gone)
-            writer.add(store.passages_after(0 if reanalyse else newest_before))
-            writer.commit()
-            del writer
-        previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
-        setting = vector_setting or meta.get("vector_index_setting") or "auto"
-        if "vectors" in repair:  # a damaged base: all of it again, from SQLite's vectors
-            layout = _update_vectors(store, index_dir, generation, dimension, None, setting)
-        elif changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):
-            layout = _update_vectors(store, index_dir, generation, dimension, previous_layout, setting)
-        else:
-            layout = previous_layout
-        _crash_point("derived-written")
-        store.unstage([f.abspath for f in staged])
-        report.documents, report.passages = store.counts()
-        for key, value in built_with.items():
-            store.set_meta(key, value)
-        store.set_meta("dimension", dimension)
-        store.set_meta("lexical", lexical)
-        store.set_meta("lexical_analyzer", ANALYZER)
-        store.set_meta("vectors", layout.to_dict())
-        store.set_meta("checksums", checksums.record(index_dir, checksums.generation_files(
-            index_dir, lexical, layout.files()), previous=meta.get("checksums")))
-        store.set_meta("vector_index_setting", setting)
-        store.set_meta("generation", generation)
-        store.set_meta("rebuild_from", None)
-        store.set_meta("published_run", run_number)
-        if changes:
-            store.set_meta("built_at", now)
-        if report.rebuilt:
-            store.prune_embeddings()
-        else:
-            store.prune_embeddings(old_keys)
-            if (meta.get("published_run") or 0) < run_number - 1:
-                # Runs since the last publish were killed: drop what they embedded for
-                # files that are gone or changed again since.
-                store.prune_embeddings(since_run=(meta.get("published_run") or 0) + 1)
+    current = {meta.get("lexical"), *(VectorLayout.from_dict(meta["vectors"]).files() if meta.get("vectors") else [])}
+    try:
+        with store.transaction():
+            if report.rebuilt:
+                store.conn.execute("DELETE FROM documents")
+            old_keys = store.vector_keys_of(gone)
+            store.delete_documents(gone)
+            for doc_id, f in plan.touched:
+                store.touch_document(doc_id, f.source, f.size, f.mtime_ns)
+            newest_before = store.max_passage_id()
+            store.publish_staged([f.abspath for f in staged], {f.abspath: f.source for f in staged}, now)
+            _crash_point("writing")
+            lexical = meta.get("lexical")
+            if changes:
+                previous = None if report.rebuilt or reanalyse or not lexical else index_dir / lexical
+                lexical = f"lexical.{generation}"
+                writer = LexicalWriter(index_dir / lexical, previous)
+                writer.delete_documents(gone)
+                writer.add(store.passages_after(0 if reanalyse else newest_before))
+                writer.commit()
+                del writer
+            previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
+            setting = vector_setting or meta.get("vector_index_setting") or "auto"
+            if "vectors" in repair:  # a damaged base: all of it again, from SQLite's vectors
+                layout = _update_vectors(store, index_dir, generation, dimension, None, setting)
+            elif changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):
+                layout = _update_vectors(store, index_dir, generation, dimension, previous_layout, setting)
+            else:
+                layout = previous_layout
+            _crash_point("derived-written")
+            store.unstage([f.abspath for f in staged])
+            report.documents, report.passages = store.counts()
+            for key, value in built_with.items():
+                store.set_meta(key, value)
+            store.set_meta("dimension", dimension)
+            store.set_meta("lexical", lexical)
+            store.set_meta("lexical_analyzer", ANALYZER)
+            store.set_meta("vectors", layout.to_dict())
+            store.set_meta("checksums", checksums.record(index_dir, checksums.generation_files(
+                index_dir, lexical, layout.files()), previous=meta.get("checksums")))
+            store.set_meta("vector_index_setting", setting)
+            store.set_meta("generation", generation)
+            store.set_meta("rebuild_from", None)
+            store.set_meta("published_run", run_number)
+            if changes:
+                store.set_meta("built_at", now)
+            if report.rebuilt:
+                store.prune_embeddings()
+            else:
+                store.prune_embeddings(old_keys)
+                if (meta.get("published_run") or 0) < run_number - 1:
+                    # Runs since the last publish were killed: drop what they embedded for
+                    # files that are gone or changed again since.
+                    store.prune_embeddings(since_run=(meta.get("published_run") or 0) + 1)
+    except BaseException:
+        # Nothing was committed: the new generation's files go (on a full disk, their
+        # space is wanted back); the current generation's stay, untouched.
+        try:
+            _remove_unused_files(index_dir, keep=current)
+        except OSError:  # the next run removes them; the error to report is the first one
+            pass
+        raise
     _crash_point("committed")
     _remove_unused_files(index_dir, keep={lexical, *layout.files()})
     if gone or report.rebuilt:
