@@ -209,12 +209,13 @@ def _sqlite_error(e: sqlite3.Error, where) -> KbError:
         return CorruptIndex(f"{db} is damaged ({text}); {REBUILD}")
     if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return IndexBusy(f"{db} is locked by another process ({text}); try again")
+    detail = f"{os.fspath(where)}: {text}" if where else text
     if primary == _SQLITE_FULL:
-        return IoFailure("the disk is full", text)
+        return IoFailure("the disk is full", detail)
     if primary in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_IOERR, _SQLITE_PERM):
-        return IoFailure(diagnose(where) or _SQLITE_WORDS.get(primary, text), text)
+        return IoFailure(diagnose(where) or _SQLITE_WORDS.get(primary, text), detail)
     if primary == _SQLITE_NOMEM:
-        return IoFailure("out of memory", text)
+        return IoFailure("out of memory", detail)
     if primary == _SQLITE_TOOBIG or any(words in lower for words in _TOO_BIG_QUERIES):
         return BadInput(f"the question's filters are too many or too long for SQLite ({text})")
     if "no such table" in lower or "no such column" in lower:

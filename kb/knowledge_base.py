@@ -390,8 +390,10 @@ class _Freshness:
                 st = os.stat(document.abspath)
                 fresh = st.st_size == document.size and st.st_mtime_ns == document.mtime_ns
                 self._seen[document.abspath] = "fresh" if fresh else "stale"
-            except OSError:
+            except (FileNotFoundError, NotADirectoryError):
                 self._seen[document.abspath] = "gone"
+            except OSError:  # not this user's to see (another user's index, a replica): no evidence it went
+                self._seen[document.abspath] = "fresh"
         return self._seen[document.abspath]
 
 
