@@ -170,13 +170,17 @@ def test_classify_faiss_and_tantivy_errors(tmp_path):
 def test_a_rust_panic_in_tantivy_is_damage_not_a_crash(copy):
     """Flipped bytes in a fast-field file make tantivy panic (pyo3_runtime.PanicException,
     a BaseException) while opening: caught by name, reported as damage."""
-    from kb.store.lexical import LexicalIndex
+    from kb.errors import is_rust_panic
+    from kb.store.lexical import LexicalIndex, _open
 
     _, index_dir = copy()
     [lexical] = index_dir.glob("lexical.*")
-    fast = sorted(lexical.glob("*.fast"), key=lambda p: p.stat().st_size)[-1]
-    _flip(fast)
-    with pytest.raises(CorruptIndex, match="damaged|unreadable"):
+    for fast in lexical.glob("*.fast"):
+        _flip(fast, at=0.25)
+    with pytest.raises(BaseException) as raw:  # what tantivy itself does
+        _open(lexical).searcher()
+    assert is_rust_panic(raw.value) and not isinstance(raw.value, Exception)
+    with pytest.raises(CorruptIndex, match="damaged .tantivy: .*run `kb index`"):
         LexicalIndex(lexical)
 
 
