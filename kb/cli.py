@@ -7,7 +7,6 @@ import os
 import re
 import select
 import shutil
-import sqlite3
 import sys
 from typing import Iterator
 
@@ -15,10 +14,9 @@ import click
 
 from .errors import (
     EXIT_CODES_HELP,
-    EXIT_IO_ERROR,
     EXIT_SKIPPED_FILES,
     BadInput,
-    KbError,
+    classify,
 )
 
 INDEX_OPTION = click.option(
@@ -38,19 +36,17 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except KbError as e:
-            click.echo(f"kb: {e}", err=True)
-            ctx.exit(e.exit_code)
-        except sqlite3.DatabaseError as e:  # damage found mid-query, past the checks on open
-            click.echo(f"kb: the index database is damaged ({e}); run `kb index --rebuild`", err=True)
-            ctx.exit(5)
-        except OSError as e:  # the index folder itself: permissions, a full disk
-            where = f"{e.filename}: " if e.filename else ""
-            click.echo(f"kb: {where}{e.strerror or e}", err=True)
-            ctx.exit(EXIT_IO_ERROR)
         except KeyboardInterrupt:
             click.echo("kb: interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except BaseException as e:  # Rust panics are BaseExceptions; kb.errors.classify names what it can
+            error = classify(e)
+            if error is None:  # a bug: its traceback is what a report needs
+                raise
+            click.echo(f"kb: {error}", err=True)
+            ctx.exit(error.exit_code)
 
 
 @click.group(cls=_Group, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -22,7 +21,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .ingest.documents import DEFAULT_MAX_FILE_SIZE, discover
 from .embed.embedding import Embedder, load_embedder
-from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
+from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex, classified
+from .store import checksums
 from .query.hits import Hit
 from .store.lexical import LexicalIndex
 from .embed.model import ModelFiles, packaged_model, recorded_variant
@@ -30,13 +30,14 @@ from .ingest.passages import ChunkSettings
 from .query.search import DEFAULT_MODE, SearchOptions, search
 from .store.database import Store, StoredDocument
 from .store.vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
-from .store.vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index
+from .store.vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index, vectors_from_database
 
 if TYPE_CHECKING:  # building an index needs these; asking does not load them
     from .ingest.pipeline import IndexReport, OnProgress
     from .ingest.prepare import Executor
 
 DB_NAME = "kb.sqlite"
+SET_ASIDE_SUFFIX = ".damaged"  # where --rebuild moves a database it cannot use
 LOCK_NAME = ".kb.lock"
 DEFAULT_INDEX_DIR = "index"
 GENERATION_RETRIES = 5  # each retry needs another commit inside a microseconds-wide window
@@ -116,7 +117,7 @@ class KnowledgeBase:
             self.index_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise BadInput(f"cannot use {self.index_dir} as the index folder: {e.strerror}") from None
-        with self._write_lock():
+        with classified(self.index_dir), self._write_lock():
             store = self._open_for_writing(rebuild)
             try:
                 model = packaged_model(variant or recorded_variant(store.get_meta("model")) or "fp32")
@@ -125,26 +126,48 @@ class KnowledgeBase:
                              rebuild=rebuild,
                              get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress,
                              executor=executor, vector_index=vector_index)
-            except sqlite3.DatabaseError as e:
-                raise CorruptIndex(f"index database {self.db_path} is damaged ({e}); run `kb index --rebuild`") from None
             finally:
                 store.close()
         report.seconds = time.perf_counter() - started
         return report
 
     def _open_for_writing(self, rebuild: bool) -> Store:
+        """The store a run writes. --rebuild replaces a database only once it is proven
+        unusable: SQLite called it damaged or not a database, it failed PRAGMA
+        quick_check, or another kb wrote it in another format. A full disk, a read-only
+        folder or too many open files are IoFailure (kb.errors) and replace nothing."""
         try:
             store = Store(self.db_path, create=True)
-            if not rebuild or store.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok":
-                return store
-            store.close()
-        except (CorruptIndex, IndexMismatch, sqlite3.DatabaseError):
+        except (CorruptIndex, IndexMismatch):
             if not rebuild:
                 raise
-        # --rebuild of an index this kb cannot read: it holds nothing worth keeping.
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+            self._set_aside()
+            return Store(self.db_path, create=True)
+        if not rebuild:
+            return store
+        try:
+            with classified(self.index_dir):
+                check = store.conn.execute("PRAGMA quick_check").fetchone()[0]
+        except CorruptIndex:
+            check = "damaged"
+        except BaseException:
+            store.close()
+            raise
+        if check == "ok":
+            return store
+        store.close()
+        self._set_aside()
         return Store(self.db_path, create=True)
+
+    def _set_aside(self) -> None:
+        """Move an unusable database out of the way, not delete it: SET_ASIDE_SUFFIX
+        (with its -wal and -shm, which belong to it) replaces any earlier one."""
+        for suffix in ("-wal", "-shm", "-journal", ""):
+            path = Path(f"{self.db_path}{suffix}")
+            if path.exists():
+                os.replace(path, f"{self.db_path}{SET_ASIDE_SUFFIX}{suffix}")
+            else:
+                Path(f"{self.db_path}{SET_ASIDE_SUFFIX}{suffix}").unlink(missing_ok=True)
 
     def _get_embedder(self, *, for_indexing: bool = False) -> Embedder:
         if self._embedder is not None:
@@ -196,7 +219,7 @@ class KnowledgeBase:
                 raise BadInput("the question is empty")
         options = SearchOptions(mode=mode, min_score=min_score, paths=tuple(paths), mmr=mmr, **tuning)
         options.check()
-        with self._lock:
+        with classified(self.index_dir), self._lock:
             for _ in range(GENERATION_RETRIES):
                 reader = self._open_reader()
                 # After the reader: the index it opened names the model variant to ask with.
@@ -212,6 +235,10 @@ class KnowledgeBase:
 
     def info(self) -> dict:
         """What the index holds and how it was built (no model is loaded)."""
+        with classified(self.index_dir):
+            return self._info()
+
+    def _info(self) -> dict:
         store = self._open_store()
         try:
             meta = store.all_meta()
@@ -244,12 +271,13 @@ class KnowledgeBase:
 
     def documents(self) -> list[dict]:
         """The indexed files: source (as cited), abspath, size, mtime_ns, sha256."""
-        store = self._open_store()
-        try:
-            return [{"source": d.source, "abspath": d.abspath, "size": d.size, "mtime_ns": d.mtime_ns,
-                     "sha256": d.sha256} for d in sorted(store.documents().values(), key=lambda d: d.source)]
-        finally:
-            store.close()
+        with classified(self.index_dir):
+            store = self._open_store()
+            try:
+                return [{"source": d.source, "abspath": d.abspath, "size": d.size, "mtime_ns": d.mtime_ns,
+                         "sha256": d.sha256} for d in sorted(store.documents().values(), key=lambda d: d.source)]
+            finally:
+                store.close()
 
     def _open_store(self) -> Store:
         if not self.exists():
@@ -298,9 +326,10 @@ class KnowledgeBase:
         self._model = model
         lexical_dir = self.index_dir / str(meta.get("lexical"))
         if not meta.get("lexical") or not lexical_dir.is_dir():
-            raise CorruptIndex(f"lexical index {lexical_dir} is missing; run `kb index --rebuild`")
-        lexical = LexicalIndex(lexical_dir)
+            raise CorruptIndex(f"lexical index {lexical_dir} is missing; run `kb index` to write it again")
         layout = VectorLayout.from_dict(meta["vectors"])
+        self._verify(meta, layout)
+        lexical = LexicalIndex(lexical_dir)
         dimension = layout.dimension
         store.map_file(not layout.exact_file)  # per question, a few rows from here at most
 
@@ -313,6 +342,19 @@ class KnowledgeBase:
         vectors = open_index(self.index_dir, layout, delta, store.removed_ids(layout.max_id), fetch,
                              everything=lambda: concat_rows(store.vector_rows(dimension), dimension))
         return _Reader(store, vectors, lexical, meta["generation"], store.data_version())
+
+
+    def _verify(self, meta: dict, layout: VectorLayout) -> None:
+        """The generation's derived files have the sizes recorded, and the small ones the
+        bytes (kb.store.checksums); a small exact index never opens its FAISS file."""
+        names = checksums.generation_files(self.index_dir, meta.get("lexical"),
+                                           [] if vectors_from_database(layout) else layout.files())
+        problems = checksums.damaged(self.index_dir, meta.get("checksums") or {}, names,
+                                     limit=checksums.VERIFY_ON_OPEN_BYTES)
+        if problems:
+            name, why = problems[0]
+            raise CorruptIndex(f"index file {self.index_dir / name} is damaged ({why}); "
+                               "run `kb index` to write it again from the database")
 
 
 @dataclass
@@ -332,7 +374,8 @@ class _Reader:
         if version == self.data_version:
             return False
         self.data_version = version
-        return self.store.get_meta("generation") != self.generation
+        # An immutable reader (kb.store.database) sees the file as it was: open it again.
+        return self.store.immutable or self.store.get_meta("generation") != self.generation
 
 
 class _Freshness:
@@ -347,8 +390,10 @@ class _Freshness:
                 st = os.stat(document.abspath)
                 fresh = st.st_size == document.size and st.st_mtime_ns == document.mtime_ns
                 self._seen[document.abspath] = "fresh" if fresh else "stale"
-            except OSError:
+            except (FileNotFoundError, NotADirectoryError):
                 self._seen[document.abspath] = "gone"
+            except OSError:  # not this user's to see (another user's index, a replica): no evidence it went
+                self._seen[document.abspath] = "fresh"
         return self._seen[document.abspath]
 
 

@@ -111,7 +111,7 @@ def test_ask_during_an_index_run_answers_from_the_last_complete_index(built, emb
 
 
 # -- damaged index files ----------------------------------------------------------------
-def test_truncated_vector_file_gives_one_line_and_rebuild_recovers(article_index, tmp_path, monkeypatch):
+def test_truncated_vector_file_gives_one_line_and_index_repairs(article_index, tmp_path, monkeypatch):
     import kb.store.vector_index
 
     monkeypatch.setattr(kb.store.vector_index, "SMALL_MAX", 0)  # small indexes never open the file
@@ -119,7 +119,7 @@ def test_truncated_vector_file_gives_one_line_and_rebuild_recovers(article_index
     shutil.copytree(article_index, index_dir)
     [faiss_file] = index_dir.glob("vectors.*.faiss")
     faiss_file.write_bytes(faiss_file.read_bytes()[: faiss_file.stat().st_size // 2])
-    one_line_error(run("ask", "who is striking?", "--index", index_dir), 5, "kb index --rebuild")
+    one_line_error(run("ask", "who is striking?", "--index", index_dir), 5, "damaged", "run `kb index`")
 
 
 def test_truncated_database_gives_one_line_and_rebuild_recovers(article_index, tmp_path):

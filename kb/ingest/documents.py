@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import BadInput
+from ..errors import MACHINE_ERRNOS, BadInput, io_failure
 from .sections import Section
 
 # Files larger than this are skipped (a setting: `kb index --max-file-size`): one
@@ -112,8 +112,12 @@ def _walk(given: str, skipped: list[Skipped], excluded: list[str]) -> Iterator[s
     given = os.path.normpath(given)
     seen_dirs: set[tuple[int, int]] = set()
     rules: dict[str, list] = {}  # folder -> ignore rules in force there, outermost first
-    for root, dirs, files in os.walk(given, followlinks=True, onerror=lambda e: skipped.append(
-        Skipped(e.filename or given, e.strerror or "unreadable directory"))):
+    def unreadable(e: OSError) -> None:
+        if e.errno in MACHINE_ERRNOS:  # not the folder's fault: skipping it would drop its files
+            raise io_failure(e) from None
+        skipped.append(Skipped(e.filename or given, e.strerror or "unreadable directory"))
+
+    for root, dirs, files in os.walk(given, followlinks=True, onerror=unreadable):
         try:
             st = os.stat(root)
         except OSError as e:  # vanished or became unreadable mid-walk

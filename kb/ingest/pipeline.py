@@ -1,5 +1,9 @@
 """One `kb index` run, files -> documents -> passages -> vectors -> the next generation.
 
+    verify   PRAGMA quick_check of the database, and the checksums of the current
+             generation's derived files (kb.store.checksums): a damaged database stops
+             the run (exit 5, rebuild); a damaged derived file is written again from
+             SQLite in this run's publish, nothing re-embedded
     plan     compare the files found with the index: new, changed, gone, unchanged
     prepare  an executor (kb.ingest.prepare: here, or on a Ray cluster) reads and chunks each
              file, looks each passage's vector up by content and embeds only what is new;
@@ -31,7 +35,8 @@ import numpy as np
 
 from ..store import vector_index
 from .documents import Document, Skipped, SourceFile
-from ..errors import BadInput
+from ..errors import BadInput, CorruptIndex
+from ..store import checksums
 from ..store.lexical import ANALYZER, UNRECORDED_ANALYZER, LexicalWriter
 from ..embed.model import ModelFiles, packaged_model
 from .passages import ChunkSettings, Passage
@@ -59,6 +64,7 @@ class IndexReport:
     passages_reused: int = 0  # passages of new or changed files whose vectors were already stored
     seconds: float = 0.0
     rebuilt: bool = False
+    repaired: list[str] = field(default_factory=list)  # derived files found damaged, written again from SQLite
 
     def to_dict(self) -> dict:
         return {
@@ -75,6 +81,7 @@ class IndexReport:
             "passages_reused": self.passages_reused,
             "seconds": round(self.seconds, 3),
             "rebuilt": self.rebuilt,
+            "repaired": self.repaired,
         }
 
 
@@ -135,6 +142,7 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     settings = settings or _stored_settings(store) or ChunkSettings()
     built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
     meta = store.all_meta()
+    repair = set() if rebuild else _verify(store, index_dir, meta, report)
     report.rebuilt = rebuild or (meta.get("generation") is not None and
                                  any(meta.get(k) != v for k, v in built_with.items()))
     with store.transaction():
@@ -167,10 +175,34 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     if on_progress:
         on_progress(progress)
     _publish(store, index_dir, plan, stager.staged, report, built_with, stager.dimension, meta, run_number,
-             vector_index)
+             vector_index, repair)
     progress.stage = "done"
     if on_progress:
         on_progress(progress)
+
+
+# -- verify ----------------------------------------------------------------------------
+def _verify(store: Store, index_dir: Path, meta: dict, report: IndexReport) -> set[str]:
+    """Which parts of the current generation ("lexical", "vectors") must be written again
+    from SQLite; raises CorruptIndex when the database itself is damaged."""
+    problems = [row[0] for row in store.conn.execute("PRAGMA quick_check").fetchmany(3)]
+    if problems != ["ok"]:
+        raise CorruptIndex(f"the index database {store.path} is damaged ({problems[0]}); "
+                           "run `kb index --rebuild` (it reads and embeds every file again)")
+    if not meta.get("generation"):
+        return set()
+    layout = VectorLayout.from_dict(meta["vectors"]) if meta.get("vectors") else None
+    vector_files = layout.files() if layout else []
+    lexical = meta.get("lexical")
+    found = checksums.damaged(index_dir, meta.get("checksums") or {},
+                              checksums.generation_files(index_dir, lexical, vector_files))
+    found += [(name, "it is missing") for name in [*vector_files, *([lexical] if lexical else [])]
+              if not (index_dir / name).exists()]
+    parts = set()
+    for name, why in found:
+        parts.add("lexical" if name.startswith("lexical.") else "vectors")
+        report.repaired.append(f"{name}: {why}")
+    return parts
 
 
 # -- plan ------------------------------------------------------------------------------
@@ -260,7 +292,8 @@ class _Stager:
 
 # -- publish -------------------------------------------------------------------------
 def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile], report: IndexReport,
-             built_with: dict, dimension: int | None, meta: dict, run_number: int, vector_setting: str | None) -> None:
+             built_with: dict, dimension: int | None, meta: dict, run_number: int, vector_setting: str | None,
+             repair: set[str] = frozenset()) -> None:
     previous_generation = meta.get("generation") or 0
     generation = previous_generation + 1
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -269,59 +302,74 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
     gone = [d.id for d in plan.gone] + [d.id for p, d in stored.items() if d.source in unreadable]
     gone += [stored[f.abspath].id for f in staged if f.abspath in stored]
     # An index whose terms came from another analysis: write its lexical folder afresh.
+    # So is a damaged one (kb.store.checksums): from the passages SQLite holds.
     reanalyse = bool(previous_generation and meta.get("lexical") and not report.rebuilt
-                     and (meta.get("lexical_analyzer") or UNRECORDED_ANALYZER) != ANALYZER)
+                     and ((meta.get("lexical_analyzer") or UNRECORDED_ANALYZER) != ANALYZER or "lexical" in repair))
     changes = bool(gone or staged or report.rebuilt or not previous_generation or reanalyse)
     dimension = dimension or meta.get("dimension") or _model_dimension()
 
-    with store.transaction():
-        if report.rebuilt:
-            store.conn.execute("DELETE FROM documents")
-        old_keys = store.vector_keys_of(gone)
-        store.delete_documents(gone)
-        for doc_id, f in plan.touched:
-            store.touch_document(doc_id, f.source, f.size, f.mtime_ns)
-        newest_before = store.max_passage_id()
-        store.publish_staged([f.abspath for f in staged], {f.abspath: f.source for f in staged}, now)
-        _crash_point("writing")
-        lexical = meta.get("lexical")
-        if changes:
-            previous = None if report.rebuilt or reanalyse or not lexical else index_dir / lexical
-            lexical = f"lexical.{generation}"
-            writer = LexicalWriter(index_dir / lexical, previous)
-            writer.delete_documents(gone)
-            writer.add(store.passages_after(0 if reanalyse else newest_before))
-            writer.commit()
-            del writer
-        previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
-        setting = vector_setting or meta.get("vector_index_setting") or "auto"
-        if changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):
-            layout = _update_vectors(store, index_dir, generation, dimension, previous_layout, setting)
-        else:
-            layout = previous_layout
-        _crash_point("derived-written")
-        store.unstage([f.abspath for f in staged])
-        report.documents, report.passages = store.counts()
-        for key, value in built_with.items():
-            store.set_meta(key, value)
-        store.set_meta("dimension", dimension)
-        store.set_meta("lexical", lexical)
-        store.set_meta("lexical_analyzer", ANALYZER)
-        store.set_meta("vectors", layout.to_dict())
-        store.set_meta("vector_index_setting", setting)
-        store.set_meta("generation", generation)
-        store.set_meta("rebuild_from", None)
-        store.set_meta("published_run", run_number)
-        if changes:
-            store.set_meta("built_at", now)
-        if report.rebuilt:
-            store.prune_embeddings()
-        else:
-            store.prune_embeddings(old_keys)
-            if (meta.get("published_run") or 0) < run_number - 1:
-                # Runs since the last publish were killed: drop what they embedded for
-                # files that are gone or changed again since.
-                store.prune_embeddings(since_run=(meta.get("published_run") or 0) + 1)
+    current = {meta.get("lexical"), *(VectorLayout.from_dict(meta["vectors"]).files() if meta.get("vectors") else [])}
+    try:
+        with store.transaction():
+            if report.rebuilt:
+                store.conn.execute("DELETE FROM documents")
+            old_keys = store.vector_keys_of(gone)
+            store.delete_documents(gone)
+            for doc_id, f in plan.touched:
+                store.touch_document(doc_id, f.source, f.size, f.mtime_ns)
+            newest_before = store.max_passage_id()
+            store.publish_staged([f.abspath for f in staged], {f.abspath: f.source for f in staged}, now)
+            _crash_point("writing")
+            lexical = meta.get("lexical")
+            if changes:
+                previous = None if report.rebuilt or reanalyse or not lexical else index_dir / lexical
+                lexical = f"lexical.{generation}"
+                writer = LexicalWriter(index_dir / lexical, previous)
+                writer.delete_documents(gone)
+                writer.add(store.passages_after(0 if reanalyse else newest_before))
+                writer.commit()
+                del writer
+            previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
+            setting = vector_setting or meta.get("vector_index_setting") or "auto"
+            if "vectors" in repair:  # a damaged base: all of it again, from SQLite's vectors
+                layout = _update_vectors(store, index_dir, generation, dimension, None, setting)
+            elif changes or previous_layout is None or setting != (meta.get("vector_index_setting") or "auto"):
+                layout = _update_vectors(store, index_dir, generation, dimension, previous_layout, setting)
+            else:
+                layout = previous_layout
+            _crash_point("derived-written")
+            store.unstage([f.abspath for f in staged])
+            report.documents, report.passages = store.counts()
+            for key, value in built_with.items():
+                store.set_meta(key, value)
+            store.set_meta("dimension", dimension)
+            store.set_meta("lexical", lexical)
+            store.set_meta("lexical_analyzer", ANALYZER)
+            store.set_meta("vectors", layout.to_dict())
+            store.set_meta("checksums", checksums.record(index_dir, checksums.generation_files(
+                index_dir, lexical, layout.files()), previous=meta.get("checksums")))
+            store.set_meta("vector_index_setting", setting)
+            store.set_meta("generation", generation)
+            store.set_meta("rebuild_from", None)
+            store.set_meta("published_run", run_number)
+            if changes:
+                store.set_meta("built_at", now)
+            if report.rebuilt:
+                store.prune_embeddings()
+            else:
+                store.prune_embeddings(old_keys)
+                if (meta.get("published_run") or 0) < run_number - 1:
+                    # Runs since the last publish were killed: drop what they embedded for
+                    # files that are gone or changed again since.
+                    store.prune_embeddings(since_run=(meta.get("published_run") or 0) + 1)
+    except BaseException:
+        # Nothing was committed: the new generation's files go (on a full disk, their
+        # space is wanted back); the current generation's stay, untouched.
+        try:
+            _remove_unused_files(index_dir, keep=current)
+        except OSError:  # the next run removes them; the error to report is the first one
+            pass
+        raise
     _crash_point("committed")
     _remove_unused_files(index_dir, keep={lexical, *layout.files()})
     if gone or report.rebuilt:

@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .documents import Document, Skipped, SourceFile, read_document
+from ..errors import MACHINE_ERRNOS, io_failure
 from ..embed.model import TokenCounter, packaged_model
 from .passages import ChunkSettings, Passage, make_passages
 from ..store.database import vector_key
@@ -82,6 +83,9 @@ def read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings
         document = read_document(f, raw)
         return document, make_passages(document, counter, settings)
     except (OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno in MACHINE_ERRNOS:
+            # Not this file's fault: skipping it would drop it from the index. Stop the run.
+            raise io_failure(e) from None
         return Skipped(f.source, getattr(e, "strerror", None) or str(e))
     except Exception as e:  # a parser's bug on one odd file must not cost the run
         return Skipped(f.source, f"could not be read ({type(e).__name__}: {str(e)[:80]})")

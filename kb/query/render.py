@@ -111,6 +111,9 @@ def report_text(report: IndexReport, index_dir: str) -> str:
         parts.append(f"; {len(report.skipped)} skipped")
     if report.passages_embedded or report.passages_reused:
         parts.append(f"; {report.passages_embedded} passages embedded, {report.passages_reused} reused")
+    if report.repaired:  # kb.store.checksums: damaged derived files, written again from SQLite
+        parts.append(f"; repaired {len(report.repaired)} damaged index files from the database "
+                     f"({'; '.join(report.repaired[:3])}{'; ...' if len(report.repaired) > 3 else ''})")
     return "".join(parts)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import fusion
 from ..store.background import alongside
-from ..errors import BadInput
+from ..errors import BadInput, CorruptIndex
 from .highlight import best_sentences
 from .hits import Hit
 from ..store.lexical import LexicalIndex, query_terms
@@ -33,6 +33,9 @@ from ..store.vector_index import VectorIndex
 MODES = ("dense", "lexical", "hybrid")
 FUSIONS = ("convex", "minmax", "rrf")
 DEFAULT_MODE = "hybrid"
+# What a score can be, with float32 rounding: a score outside is damage (_in_range).
+COSINE_RANGE = (-1.01, 1.01)
+BM25_SHARE_RANGE = (0.0, 1.01)
 DEFAULT_FUSION = "convex"
 DEFAULT_WEIGHT = 0.5  # share of the dense part in convex fusion
 
@@ -205,6 +208,8 @@ def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_ve
             dense.update(zip(missing, np.einsum("ij,j->i", vectors.vectors(missing), query_vector).tolist()))
     ceiling = lexical.ceiling(terms)
     lex = {i: (raw.get(i, 0.0) / ceiling if ceiling > 0 else 0.0) for i in ids}
+    _in_range(dense, COSINE_RANGE, "vector")
+    _in_range(lex, BM25_SHARE_RANGE, "lexical")
 
     if options.mode == "dense":
         return {i: (dense[i], dense[i], lex[i], None) for i in ids}
@@ -217,6 +222,16 @@ def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_ve
     else:
         fused = fusion.convex({i: dense[i] for i in ids}, lex, options.weight)
     return {i: (fused.get(i, 0.0), dense[i], lex[i], fused.get(i, 0.0)) for i in ids}
+
+
+def _in_range(scores: dict[int, float], bounds: tuple[float, float], index: str) -> None:
+    """A score outside its documented range comes from damaged bytes (float32 rows whose
+    bytes changed gave "cosines" of 1e18 that won every question): refuse, never rank it."""
+    low, high = bounds
+    for pid, score in scores.items():
+        if not low <= score <= high:  # NaN fails too
+            raise CorruptIndex(f"the {index} index gave passage {pid} the score {score:.4g}, outside "
+                               f"[{low:g}, {high:g}]: an index file is damaged; run `kb index` to check and repair it")
 
 
 def _allowed(store: Store, globs: Sequence[str]) -> tuple[list[int], np.ndarray]:

@@ -27,7 +27,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Resource as McpResource
 
-from ..errors import KbError
+from ..errors import KbError, classify
 from ..knowledge_base import KnowledgeBase
 from ..query.render import hits_payload, hits_text, info_text
 from .server import version
@@ -78,6 +78,11 @@ class KbMcpServer(MCPServer):
                 return fn(self.kb)
         except KbError as e:  # the model reads the one-line message and can correct itself
             raise ToolError(str(e)) from None
+        except BaseException as e:  # what the library let through (a Rust panic is a BaseException)
+            error = classify(e)
+            if error is None:
+                raise
+            raise ToolError(str(error)) from None
 
     async def list_resources(self) -> list[McpResource]:
         try:

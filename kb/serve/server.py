@@ -32,7 +32,6 @@ import math
 import os
 import queue
 import socket
-import sqlite3
 import sys
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -47,7 +46,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import EXIT_IO_ERROR, BadInput, KbError, NotIndexed
+from ..errors import EXIT_IO_ERROR, BadInput, KbError, NotIndexed, classify
 from ..knowledge_base import KnowledgeBase
 from ..query.render import hits_json, hits_payload
 from .sources import find_indexed, source_view
@@ -197,8 +196,7 @@ def create_app(index_dir: str | os.PathLike, *, token: str | None = None, worker
         Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        KbError: _kb_error, HTTPException: _http_error, sqlite3.DatabaseError: _database_error,
-        OSError: _os_error, Exception: _internal_error,
+        KbError: _kb_error, HTTPException: _http_error, Exception: _unclassified_error,
     })
     return _Guard(app, token=token, allowed_hosts=allowed_hosts)
 
@@ -320,13 +318,10 @@ async def _http_error(request: Request, e: Exception) -> Response:
     return error_response(e.status_code, message, 2, e.headers)
 
 
-async def _database_error(request: Request, e: Exception) -> Response:
-    return error_response(500, f"the index database is damaged ({e}); run `kb index --rebuild`", 5)
-
-
-async def _os_error(request: Request, e: Exception) -> Response:
-    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-    return error_response(500, f"{where}{getattr(e, 'strerror', None) or e}", EXIT_IO_ERROR)
+async def _unclassified_error(request: Request, e: Exception) -> Response:
+    """What the library let through: kb.errors.classify names it (as the CLI does), else a bug."""
+    error = classify(e)
+    return await (_kb_error(request, error) if error is not None else _internal_error(request, e))
 
 
 async def _internal_error(request: Request, e: Exception) -> Response:

@@ -7,6 +7,12 @@ file and named in its meta table. WAL mode lets `kb ask` read the last committed
 while `kb index` writes the next one; a killed writer leaves only an uncommitted
 transaction, which SQLite discards.
 
+A reader that cannot write the folder (a read-only mount, an image layer, another
+user's index) cannot create the -shm file WAL readers share, and SQLite refuses it
+("attempt to write a readonly database", "unable to open database file"). It then
+opens the file immutable: nothing is written, no lock is taken; it notices a new
+generation by the file's identity, size and time instead of PRAGMA data_version.
+
 Vectors are stored by content: `embeddings` maps a hash of the exact text the model
 read to its vector. A passage whose text was embedded before (in an unchanged part of
 an edited file, in a moved file, in a run that was killed) costs a lookup, not a model
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +34,9 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import CorruptIndex, IndexMismatch
+from urllib.parse import quote
+
+from ..errors import CorruptIndex, IndexMismatch, classify
 
 SCHEMA_VERSION = 2
 PAGE_SIZE = 8192
@@ -145,11 +154,10 @@ class Store:
 
     def __init__(self, path: Path, *, create: bool = False):
         self.path = path
+        self.immutable = False
         try:
             if not create:
-                # mode=rw: never create an empty database by accident on a read path.
-                self.conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None,
-                                            check_same_thread=False)
+                self.conn = self._connect_reader(path)
             else:
                 self.conn = sqlite3.connect(path, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout = 10000")
@@ -171,14 +179,34 @@ class Store:
                                         f"{SCHEMA_VERSION}; run `kb index --rebuild`")
                 self.conn.executescript(_SCHEMA)
             version = self.get_meta("schema_version")
-        except sqlite3.DatabaseError as e:
-            raise CorruptIndex(f"index database {path} is unreadable ({e}); run `kb index --rebuild`") from None
+        except sqlite3.Error as e:
+            error = classify(e, path.parent)
+            if isinstance(error, CorruptIndex):
+                raise CorruptIndex(f"index database {path} is unreadable ({e}); run `kb index --rebuild`") from None
+            raise error from None
         if version is None and create:
             self.set_meta("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise IndexMismatch(
                 f"index {path} has format {version}, this kb reads format {SCHEMA_VERSION}; run `kb index --rebuild`"
             )
+
+    def _connect_reader(self, path: Path) -> sqlite3.Connection:
+        # mode=rw: never create an empty database by accident on a read path.
+        uri = f"file:{quote(str(path))}"
+        conn = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None, check_same_thread=False)
+        if os.access(path.parent, os.W_OK):
+            return conn
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return conn
+        except sqlite3.OperationalError as e:  # no -shm can be made here (module docstring)
+            if (getattr(e, "sqlite_errorcode", 14) & 0xFF) not in (8, 14):  # SQLITE_READONLY, SQLITE_CANTOPEN
+                raise
+            conn.close()
+        self.immutable = True
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
 
     def map_file(self, mapped: bool) -> None:
         """Whether this reader maps the file (SQLite caps the map at 2 GB unless built otherwise).
@@ -200,7 +228,17 @@ class Store:
         self.conn.close()
 
     def data_version(self) -> int:
-        """Changes whenever another connection commits (SQLite's PRAGMA data_version)."""
+        """Changes whenever another connection commits (SQLite's PRAGMA data_version; for
+        an immutable reader, the identity, size and time of the file and its WAL)."""
+        if self.immutable:
+            signature = []
+            for name in (self.path, Path(f"{self.path}-wal")):
+                try:
+                    st = os.stat(name)
+                    signature += [st.st_ino, st.st_size, st.st_mtime_ns]
+                except FileNotFoundError:
+                    signature += [0, 0, 0]
+            return hash(tuple(signature))
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
     # -- settings ---------------------------------------------------------------

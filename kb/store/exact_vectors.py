@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import CorruptIndex
+from ..errors import CorruptIndex, io_failure
 from .page_advice import ask_for_all, read_at_random
 
 
@@ -56,7 +56,8 @@ class ExactVectors:
             ids = np.load(index_dir / ids_name, mmap_mode="r")
             rows = np.load(index_dir / rows_name, mmap_mode="r")
         except (OSError, ValueError) as e:
-            raise CorruptIndex(f"exact vectors of {base_file} are unreadable ({e}); run `kb index --rebuild`") from None
+            raise io_failure(e) or CorruptIndex(f"exact vectors of {base_file} are unreadable ({e}); "
+                                                "run `kb index` to write them again from the database") from None
         if ids.shape != (size,) or rows.shape != (size, dimension) or ids.dtype != np.int64 or rows.dtype != np.float32:
             raise CorruptIndex(f"exact vectors of {base_file} do not match it; run `kb index --rebuild`")
         if scattered:
@@ -91,6 +92,17 @@ def write(index_dir: Path, base_file: str, chunks: Iterator[tuple[np.ndarray, np
     ids_name, rows_name = file_names(base_file)
     tmp_ids = index_dir / f".{ids_name}.{os.getpid()}.tmp"
     tmp_rows = index_dir / f".{rows_name}.{os.getpid()}.tmp"
+    try:
+        _write_both(tmp_ids, tmp_rows, chunks, size, dimension)
+    except BaseException:
+        tmp_ids.unlink(missing_ok=True)  # on a full disk, the space they took is wanted back
+        tmp_rows.unlink(missing_ok=True)
+        raise
+    os.replace(tmp_ids, index_dir / ids_name)
+    os.replace(tmp_rows, index_dir / rows_name)
+
+
+def _write_both(tmp_ids: Path, tmp_rows: Path, chunks, size: int, dimension: int) -> None:
     written = 0
     last = -1
     with open(tmp_ids, "wb") as f_ids, open(tmp_rows, "wb") as f_rows:
@@ -108,11 +120,7 @@ def write(index_dir: Path, base_file: str, chunks: Iterator[tuple[np.ndarray, np
             f.flush()
             os.fsync(f.fileno())
     if written != size:
-        tmp_ids.unlink(missing_ok=True)
-        tmp_rows.unlink(missing_ok=True)
         raise CorruptIndex(f"{written} exact vectors for a base of {size}; run `kb index --rebuild`")
-    os.replace(tmp_ids, index_dir / ids_name)
-    os.replace(tmp_rows, index_dir / rows_name)
 
 
 def _header(f, descr: str, shape: tuple) -> None:

@@ -29,6 +29,12 @@ most any passage could score for the question's terms (the sum of idf ** IDF_POW
 (k1 + 1), the limit of BM25's term-frequency saturation), giving a number in [0, 1): the
 share of the question's term evidence a passage carries, comparable across questions and
 fusable with cosine similarity.
+
+Read-only folders. tantivy takes a lock file in the folder to open a reader, which a
+read-only mount or another user's folder refuses; such a folder is opened through a
+private folder of symbolic links to its files (in the temp folder, removed with the
+reader), where the lock file can be made. Nothing is written beside the index.
+Its files are made readable as the umask allows (tantivy writes its JSON files 0600).
 """
 
 from __future__ import annotations
@@ -37,11 +43,13 @@ import math
 import os
 import re
 import shutil
+import tempfile
+import weakref
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import CorruptIndex, first_line
+from ..errors import CorruptIndex, first_line, io_failure, is_rust_panic
 
 K1 = 1.2  # tantivy's BM25 constants
 B = 0.75
@@ -124,14 +132,29 @@ class LexicalIndex:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self._index = _open(path)
+            self._index = _open(path if os.access(path, os.W_OK) else self._linked(path))
             self._searcher = self._index.searcher()
         except (ValueError, OSError) as e:
-            raise CorruptIndex(f"lexical index {path} is unreadable ({first_line(e, 120)}); "
-                               "run `kb index --rebuild`") from None
+            raise io_failure(e, path) or CorruptIndex(
+                f"lexical index {path} is unreadable ({first_line(e, 120)}); "
+                "run `kb index` to write it again from the database") from None
+        except BaseException as e:
+            if not is_rust_panic(e):
+                raise
+            raise CorruptIndex(f"lexical index {path} is damaged (tantivy: {first_line(e, 100)}); "
+                               "run `kb index` to write it again from the database") from None
         self._schema = self._index.schema
         self.passages = self._searcher.num_docs
         self._idf: dict[str, float] = {}
+
+    def _linked(self, path: Path) -> Path:
+        """A private folder of symbolic links to path's files (module docstring)."""
+        linked = Path(tempfile.mkdtemp(prefix="kb-lexical-"))
+        weakref.finalize(self, shutil.rmtree, linked, ignore_errors=True)
+        for name in os.listdir(path):
+            if not name.endswith(".lock"):
+                os.symlink(path.resolve() / name, linked / name)
+        return linked
 
     def search(self, terms: Sequence[str], k: int, *, documents: Sequence[int] | None = None) -> list[tuple[int, float]]:
         """(passage id, raw BM25 > 0), best first; documents: only passages of these."""
@@ -254,9 +277,12 @@ class LexicalWriter:
         writer.garbage_collect_files()
         writer.wait_merging_threads()
         del writer
+        mode = 0o666 & ~_umask()
         for name in os.listdir(self.path):  # tantivy's lock files are per folder, not data
             if name.endswith(".lock"):
                 os.unlink(self.path / name)
+            else:  # hard links to the previous folder's files: already so, unless the umask changed
+                os.chmod(self.path / name, mode)
         _fsync_dir(self.path)
 
 
@@ -271,6 +297,20 @@ def _link_copy(source: Path, dest: Path) -> None:
             shutil.copy2(src, dest / name)
         else:
             os.link(src, dest / name)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:

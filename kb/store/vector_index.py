@@ -34,7 +34,7 @@ import numpy as np
 
 from . import exact_vectors
 from .background import alongside
-from ..errors import CorruptIndex, first_line
+from ..errors import CorruptIndex, first_line, io_failure
 from .exact_vectors import ExactVectors
 from .page_advice import AdviceGate, ListPrefetch
 
@@ -262,12 +262,18 @@ class SmallIndex:
         return {"kind": self.layout.kind, "vectors": self.size, "base": self.layout.size, "delta": 0, "removed": 0}
 
 
+def vectors_from_database(layout: VectorLayout) -> bool:
+    """Whether open_index may search this layout from SQLite's vectors, never reading its
+    FAISS file (it does when no base passage was removed since)."""
+    return layout.kind == "flat" and layout.size <= SMALL_MAX
+
+
 def open_index(index_dir: Path, layout: VectorLayout, delta: tuple[np.ndarray, np.ndarray],
                removed: np.ndarray, fetch: Fetch, everything: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
                ) -> VectorIndex | SmallIndex:
     """This generation's vectors, open for searching. everything: (ids, vectors) of every
     passage, for a small exact index to be searched without FAISS."""
-    if everything is not None and layout.kind == "flat" and layout.size <= SMALL_MAX and not len(removed):
+    if everything is not None and vectors_from_database(layout) and not len(removed):
         ids, vectors = everything()
         if len(ids) != layout.size + len(delta[0]) or (len(vectors) and vectors.shape[1] != layout.dimension):
             raise CorruptIndex("stored vectors do not match the vector index; run `kb index --rebuild`")
@@ -411,10 +417,14 @@ def write(index, path: Path) -> None:
     import faiss
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # on a full disk, the space it took is wanted back
+        raise
 
 
 def _read(path: Path, *, mmap: bool):
@@ -425,9 +435,10 @@ def _read(path: Path, *, mmap: bool):
         # IO_FLAG_MMAP turns them into OnDiskInvertedLists, whose per-list locking made a
         # search 2-3x slower (bench: 5.4 vs 2.1 ms per question at 186k passages).
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0)
-    except RuntimeError as e:
-        raise CorruptIndex(f"vector index {path} is unreadable; run `kb index --rebuild` "
-                           f"({first_line(e, 80)})") from None
+    except RuntimeError as e:  # FAISS says why in words: too many open files is not damage
+        raise io_failure(e, path) or CorruptIndex(
+            f"vector index {path} is unreadable; run `kb index` to write it again from the database "
+            f"({first_line(e, 80)})") from None
 
 
 # -- search helpers --------------------------------------------------------------------
