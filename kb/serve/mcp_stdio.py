@@ -72,7 +72,7 @@ def check_line(line: bytes) -> str | None:
     def refuse(code: int, why: str) -> Refusal:
         return Refusal(code, why, request_id, answer=answer)
 
-    if _has_lone_surrogate(message):
+    if has_lone_surrogate(message):
         request_id = _unicode_id(request_id)
         raise refuse(PARSE_ERROR, "Parse error: a string holds a lone surrogate (\\ud800-\\udfff), which is not Unicode")
     if message.get("jsonrpc") != "2.0":
@@ -106,20 +106,25 @@ def _salvaged_id(line: bytes) -> Any:
 
 def _unicode_id(value: Any) -> Any:
     """The id, if it can be sent back (a string id with a lone surrogate cannot)."""
-    return None if isinstance(value, str) and _has_lone_surrogate(value) else value
+    return None if isinstance(value, str) and has_lone_surrogate(value) else value
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string that is not Unicode: JSON's "\\ud800"
+    escapes parse, but nothing can encode the result back (a reply would fail)."""
+    pending = [value]  # a loop, not recursion: JSON may nest deeper than Python's stack
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 
