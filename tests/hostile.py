@@ -75,5 +75,9 @@ MCP_LINES = [
     (b'[{"jsonrpc":"2.0","id":111,"method":"tools/list"}]', -32600, None),  # a batch
     (b'"just a string"', -32600, None),
     (b"not json at all", -32700, None),
-    (b'{"jsonrpc":"2.0","id":112,"method":"nope"}', -32601, 112),  # the SDK's own answer, kept
+    (b'{"jsonrpc":"2.0","id":112,"method":"tools/call","params":{"name":"search","arguments":{"question":"'
+     + b"x" * (5 << 20) + b'"}}}', -32600, 112),  # 5 MB: over the line limit
+    (b'{"jsonrpc":"2.0","id":113,"method":"tools/list","params":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     -32700, 113),  # nested deeper than any parser's stack
+    (b'{"jsonrpc":"2.0","id":114,"method":"nope"}', -32601, 114),  # the SDK's own answer, kept
 ]

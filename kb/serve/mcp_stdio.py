@@ -12,7 +12,8 @@ is checked here first, and a bad one is answered here with the standard JSON-RPC
 
 with the request's id when one can be read (from a truncated line too, so the client's
 pending call ends), else null. A notification (no id) that is broken gets no answer, as
-JSON-RPC says, only a line on stderr. Lines that pass go to the SDK unchanged.
+JSON-RPC says, only a line on stderr. A line over MAX_LINE_BYTES is refused (-32600)
+without being held in memory. Lines that pass go to the SDK unchanged.
 
 As the SDK's own transport does, fd 0 and fd 1 are moved out of the way while serving
 (to /dev/null and to stderr), so nothing a library prints can corrupt the protocol.
@@ -33,6 +34,9 @@ import anyio
 from ..errors import first_line
 
 PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
+# A request is a question and a few options: a longer line is refused (as `kb serve`
+# refuses bodies over 1 MB), and its rest discarded unread, so it cannot fill memory.
+MAX_LINE_BYTES = 4 * 1024 * 1024
 # The id of a line too broken to parse: the first "id" member with a number or string value.
 _ID = re.compile(rb'"id"\s*:\s*(-?\d+(?![.eE\d])|"(?:[^"\\]|\\.)*")')
 
@@ -74,7 +78,8 @@ def check_line(line: bytes) -> str | None:
 
     if has_lone_surrogate(message):
         request_id = _unicode_id(request_id)
-        raise refuse(PARSE_ERROR, "Parse error: a string holds a lone surrogate (\\ud800-\\udfff), which is not Unicode")
+        raise refuse(PARSE_ERROR, "Parse error: a string holds a lone surrogate (\\ud800-\\udfff), "
+                                  "which is not Unicode")
     if message.get("jsonrpc") != "2.0":
         raise refuse(INVALID_REQUEST, 'Invalid request: "jsonrpc" must be "2.0"')
     if "method" in message:
@@ -88,7 +93,7 @@ def check_line(line: bytes) -> str | None:
 
     try:  # what the SDK's reader will check: anything it would drop is answered here
         jsonrpc_message_adapter.validate_python(message, by_name=False)
-    except ValueError as e:
+    except Exception as e:  # noqa: BLE001 - a ValidationError, or worse (RecursionError on deep params)
         raise refuse(INVALID_REQUEST, f"Invalid request ({first_line(e)})") from None
     return text
 
@@ -142,13 +147,24 @@ class _Wire:
             self.output.write(data)
             self.output.flush()
 
+    def _skip_line(self) -> None:
+        while True:
+            chunk = self.input.readline(1 << 20)
+            if not chunk or chunk.endswith(b"\n"):
+                return
+
     async def lines(self) -> AsyncIterator[str]:
         """The lines the SDK may read; the others are answered here and not passed on."""
         while True:
-            line = await anyio.to_thread.run_sync(self.input.readline, abandon_on_cancel=True)
+            line = await anyio.to_thread.run_sync(self.input.readline, MAX_LINE_BYTES + 1, abandon_on_cancel=True)
             if not line:
                 return
             try:
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    await anyio.to_thread.run_sync(self._skip_line, abandon_on_cancel=True)
+                if len(line) > MAX_LINE_BYTES:
+                    raise Refusal(INVALID_REQUEST, f"Invalid request: a message over {MAX_LINE_BYTES >> 20} MB",
+                                  _salvaged_id(line[:4096]))
                 text = check_line(line)
             except Refusal as refusal:
                 print(f"kb: mcp: {refusal.message}", file=sys.stderr, flush=True)
