@@ -34,9 +34,9 @@ class Hostile:
 ROWS = [
     Hostile("empty question", question="", message="question is empty"),
     Hostile("blank question", question=" \t ", message="question is empty"),
-    Hostile("min_score nan", options={"min_score": NAN}, message="finite number"),
-    Hostile("min_score inf", options={"min_score": INF}, message="finite number"),
-    Hostile("min_score -inf", options={"min_score": -INF}, message="finite number"),
+    Hostile("min_score nan", options={"min_score": NAN}, message="finite"),
+    Hostile("min_score inf", options={"min_score": INF}, message="finite"),
+    Hostile("min_score -inf", options={"min_score": -INF}, message="finite"),
     Hostile("k zero", options={"k": 0}),
     Hostile("k huge", options={"k": 10**9}),
     Hostile("unknown mode", options={"mode": "telepathy"}),

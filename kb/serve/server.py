@@ -221,7 +221,7 @@ def _ask_options(values: Mapping[str, Any], paths: Sequence[str], *, strings: bo
             except ValueError:
                 raise BadInput(f"{key} must be a number, not {values[key]!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise BadInput(f"{key} must be a finite number, not {values[key]!r}")
+            raise BadInput(f"{key} must be a number, not {values[key]!r} (a finite one, not NaN or infinity)")
         return float(value)
 
     k = values.get("k")
