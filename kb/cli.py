@@ -79,6 +79,8 @@ def cli():
 @click.option("--int8/--fp32", "int8", default=None,
               help="Embed with the int8 model (about 2x faster, vectors slightly different) or the fp32 one "
                    "(default: as the index was built, else fp32). Changing it re-embeds everything.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Follow symlinks that lead outside the PATHS given (by default they are skipped, exit 7).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Read, chunk and embed on Ray workers (pip install 'kb[ray]'): a local Ray instance, "
@@ -88,12 +90,13 @@ def cli():
                    "HOST:PORT, or ray://HOST:PORT (Ray Client).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Ray workers, each with its own model (default: one per CPU of the cluster, or one per GPU).")
-def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, int8, as_json, use_ray,
-          ray_address, ray_workers):
+def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, int8, follow_symlinks, as_json,
+          use_ray, ray_address, ray_workers):
     """Index files and folders (default: corpus/).
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
-    matches skipped); .txt .md .html .pdf .docx .jsonl files are read. The index
+    matches skipped; symlinks followed only when they stay inside PATHS, unless
+    --follow-symlinks); .txt .md .html .pdf .docx .jsonl files are read. The index
     mirrors exactly the PATHS given: re-running reads only new or changed files,
     embeds only passages whose text it has not embedded before (a moved file costs
     nothing) and drops files that are gone. Unusable files are skipped, each named on
@@ -125,7 +128,7 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
         raise BadInput("--ray-workers needs --ray or --ray-address")
     report = KnowledgeBase(index_dir).index(paths or ["corpus"], rebuild=rebuild, progress=_progress_bar,
                                             max_file_size=cap or None, settings=settings, vector_index=vector_index,
-                                            executor=executor,
+                                            executor=executor, follow_symlinks=follow_symlinks,
                                             variant=None if int8 is None else ("int8" if int8 else "fp32"))
     for s in report.skipped:
         click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)

@@ -88,6 +88,7 @@ class KnowledgeBase:
         executor: Executor | None = None,
         vector_index: str | None = None,
         variant: str | None = None,
+        follow_symlinks: bool = False,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
@@ -102,6 +103,8 @@ class KnowledgeBase:
         "exact" or "ivf" forces that kind of vector index at any size, "auto" chooses by
         size (kb.store.vector_index); None keeps what the index was built with. variant: "fp32"
         or "int8" (kb.embed.model.VARIANTS); None keeps the index's own, else fp32.
+        follow_symlinks: follow symlinks that leave the given paths (by default they are
+        skipped with a reason; links inside them are always followed).
         """
         if vector_index is not None and vector_index not in VECTOR_INDEX_SETTINGS:
             raise BadInput(f"unknown vector index {vector_index!r}; choose one of {', '.join(VECTOR_INDEX_SETTINGS)}")
@@ -109,7 +112,7 @@ class KnowledgeBase:
 
         started = time.perf_counter()
         report = pipeline.IndexReport()
-        found = discover(paths, max_file_size=max_file_size)
+        found = discover(paths, max_file_size=max_file_size, follow_symlinks=follow_symlinks)
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
         report.excluded = len(found.excluded)

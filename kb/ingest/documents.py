@@ -2,6 +2,14 @@
 
 A file that cannot be used is skipped with a reason, never fatal: one bad file must
 not cost a user the rest of the folder.
+
+Symlinks: the walk follows a link only when its target lies inside the folders and
+files being indexed (their real paths), as ripgrep and git keep to the tree they were
+given. A link that leaves them (`docs/passwd.txt -> /etc/passwd`, a link to a home
+folder) is skipped with a reason unless follow_symlinks is set (`kb index
+--follow-symlinks`): putting a link in a shared folder must not pull a private file
+into an index that others can search. A path named on the command line is used as
+given, link or not: the user named it.
 """
 
 from __future__ import annotations
@@ -63,25 +71,41 @@ class Discovery:
     excluded: list[str] = field(default_factory=list)  # matched a .gitignore/.kbignore rule
 
 
-def discover(paths: Iterable[str | os.PathLike], *, max_file_size: int | None = DEFAULT_MAX_FILE_SIZE) -> Discovery:
+def discover(paths: Iterable[str | os.PathLike], *, max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
+             follow_symlinks: bool = False) -> Discovery:
     """Walk the given files and folders (recursively, hidden entries skipped).
 
     A path that does not exist is the user's mistake and raises BadInput. Inside a
     folder, files of other types are ignored and files matched by a .gitignore or
     .kbignore are excluded; a file named explicitly that kb cannot index, or one over
-    max_file_size bytes (None: no cap), is skipped with a reason.
+    max_file_size bytes (None: no cap), is skipped with a reason, and so is one that
+    exists but cannot be looked at (permission denied on its folder). Symlinks that
+    leave the given paths are skipped unless follow_symlinks (see the module's notes).
     """
     found: dict[str, SourceFile] = {}
     result = Discovery([], [], [])
-    for raw in paths:
-        given = os.fspath(raw)
+    given_paths = [os.fspath(raw) for raw in paths]
+    for given in given_paths:
+        try:
+            os.lstat(given)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BadInput(f"no such file or directory: {given}") from None
+        except OSError as e:  # there, but not for us (a folder we may not enter): like one inside a folder
+            result.skipped.append(Skipped(os.path.normpath(given), e.strerror or "cannot stat"))
+    roots = None if follow_symlinks else [os.path.realpath(g) for g in given_paths]
+    for given in given_paths:
         if not os.path.lexists(given):
-            raise BadInput(f"no such file or directory: {given}")
+            continue  # skipped above
         explicit = not os.path.isdir(given)
-        for source in _walk(given, result.skipped, result.excluded):
+        for source in _walk(given, result.skipped, result.excluded, roots):
             if Path(source).suffix.lower() not in _readers() and not explicit:
                 result.ignored.append(source)
                 continue
+            if not explicit and roots is not None and os.path.islink(source):
+                outside = _outside(source, roots)
+                if outside:
+                    result.skipped.append(Skipped(source, outside))
+                    continue
             entry = _source_file(source, result.skipped, max_file_size)
             if entry and entry.abspath not in found:
                 found[entry.abspath] = entry
@@ -105,7 +129,16 @@ def read_document(file: SourceFile, raw: bytes | None = None) -> Document:
     return Document(file=file, sections=sections, sha256=hashlib.sha256(raw).hexdigest())
 
 
-def _walk(given: str, skipped: list[Skipped], excluded: list[str]) -> Iterator[str]:
+def _outside(link: str, roots: list[str]) -> str | None:
+    """Why a symlink may not be followed (its target leaves the roots), else None."""
+    target = os.path.realpath(link)
+    if any(target == root or target.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+        return None
+    return (f"symbolic link to {target}, outside the indexed folders "
+            "(index that path itself, or give --follow-symlinks)")
+
+
+def _walk(given: str, skipped: list[Skipped], excluded: list[str], roots: list[str] | None = None) -> Iterator[str]:
     if not os.path.isdir(given):
         yield os.path.normpath(given)
         return
@@ -134,8 +167,11 @@ def _walk(given: str, skipped: list[Skipped], excluded: list[str]) -> Iterator[s
         for d in sorted(dirs):
             if d.startswith("."):
                 continue
-            if _is_ignored(here, os.path.join(root, d), is_dir=True):
-                excluded.append(os.path.normpath(os.path.join(root, d)) + os.sep)
+            path = os.path.join(root, d)
+            if _is_ignored(here, path, is_dir=True):
+                excluded.append(os.path.normpath(path) + os.sep)
+            elif roots is not None and os.path.islink(path) and (outside := _outside(path, roots)):
+                skipped.append(Skipped(os.path.normpath(path) + os.sep, outside))
             else:
                 kept.append(d)
         dirs[:] = kept

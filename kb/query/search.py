@@ -16,6 +16,9 @@ Path filters restrict both retrievers before their top-k, so k hits still come b
 
 from __future__ import annotations
 
+import json
+import math
+
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -66,6 +69,11 @@ class SearchOptions:
             raise BadInput("the dense weight must be between 0 and 1")
         if self.mmr is not None and not 0.0 <= self.mmr <= 1.0:
             raise BadInput("--mmr must be between 0 and 1")
+        score = self.min_score
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                                  or not math.isfinite(score)):
+            # NaN would drop every hit (every comparison is false), inf too: a typo, not a wish.
+            raise BadInput(f"--min-score must be a finite number, not {self.min_score!r}")
 
 
 @dataclass
@@ -245,12 +253,15 @@ def _allowed(store: Store, globs: Sequence[str]) -> tuple[list[int], np.ndarray]
         patterns.append(g + "*" if g.endswith("/") else g)
         if not any(ch in g for ch in "*?["):
             patterns.append(g.rstrip("/") + "/*")
-    clause = " OR ".join("source GLOB ? OR abspath GLOB ?" for _ in patterns)
-    params = [x for p in patterns for x in (p, p)]
-    documents = [r[0] for r in store.conn.execute(f"SELECT id FROM documents WHERE {clause}", params)]
+    # The patterns travel as one JSON array, not one `GLOB ?` each: an OR of hundreds of
+    # GLOBs overflows SQLite's expression tree ("Expression tree is too large", 1000 deep),
+    # while json_each takes any number at one parameter.
+    matching = ("SELECT id FROM documents d WHERE EXISTS (SELECT 1 FROM json_each(?) g"
+                " WHERE d.source GLOB g.value OR d.abspath GLOB g.value)")
+    params = [json.dumps(list(dict.fromkeys(patterns)))]
+    documents = [r[0] for r in store.conn.execute(matching, params)]
     passages = np.fromiter((r[0] for r in store.conn.execute(
-        f"SELECT p.id FROM passages p WHERE p.document_id IN (SELECT id FROM documents WHERE {clause})", params)),
-        dtype=np.int64)
+        f"SELECT p.id FROM passages p WHERE p.document_id IN ({matching})", params)), dtype=np.int64)
     return documents, passages
 
 

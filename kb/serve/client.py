@@ -9,8 +9,11 @@ local library would have raised, so output and exit codes are the same either wa
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Sequence
 
@@ -41,10 +44,14 @@ class RemoteKnowledgeBase:
     """A `kb serve` at url, asked over HTTP."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 600.0):
-        if not url.startswith(("http://", "https://")):
-            raise BadInput(f"--server must be an http:// or https:// URL, not {url!r}")
-        self.url = url.rstrip("/")
+        self.url = _checked_url(url).rstrip("/")
         self.token = token
+        # The token travels as its UTF-8 bytes (the bytes of the command line or the
+        # environment it came from), as curl sends it and as the server compares it:
+        # http.client would send Latin-1 or fail on anything else.
+        self._authorization = b"Bearer " + os.fsencode(token) if token else None
+        if self._authorization is not None and re.search(rb"[\x00-\x1f\x7f]", self._authorization):
+            raise BadInput("--token cannot hold line breaks or other control characters")
         self.timeout = timeout  # generous: the first question may wait for the model to load
 
     def ask_many(self, questions: Sequence[str], k: int = 5, *, mode: str = "hybrid", min_score: float | None = None,
@@ -59,9 +66,9 @@ class RemoteKnowledgeBase:
             raise ServerError(f"{self.url} sent an answer kb cannot read ({type(e).__name__}: {e})", 1) from None
 
     def _request(self, path: str, body: dict) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers: dict[str, str | bytes] = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), headers=headers,
                                          method="POST")
         try:
@@ -88,3 +95,26 @@ class RemoteKnowledgeBase:
             return BadInput(f"{self.url}: {message} ({hint})")
         cls = _ERRORS.get(code)
         return cls(message) if cls else ServerError(message, code)
+
+
+def _checked_url(url: str) -> str:
+    """The --server URL, or BadInput naming what is wrong with it (one line, exit 2)."""
+    def bad(why: str) -> BadInput:
+        return BadInput(f"--server: {url!r} is not a usable URL ({why})")
+
+    if not url.startswith(("http://", "https://")):
+        raise BadInput(f"--server must be an http:// or https:// URL, not {url!r}")
+    if re.search(r"[\s\x00-\x1f\x7f]", url):
+        raise bad("it holds a space or a control character")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError as e:
+        raise bad(str(e)) from None
+    if not parts.hostname:
+        raise bad("no host name")
+    try:
+        parts.hostname.encode("idna" if not parts.hostname.isascii() else "ascii")
+    except UnicodeError:
+        raise bad("the host name cannot be encoded") from None
+    return url

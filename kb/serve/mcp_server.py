@@ -102,6 +102,14 @@ class KbMcpServer(MCPServer):
             raise ResourceNotFoundError(str(e)) from None
         return [ReadResourceContents(content=text, mime_type="text/plain")]
 
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio loop behind kb's checked reader: malformed requests get answers."""
+        from .mcp_stdio import checked_stdio
+
+        async with checked_stdio() as (read_stream, write_stream):
+            await self._lowlevel_server.run(read_stream, write_stream,
+                                            self._lowlevel_server.create_initialization_options())
+
     def _indexed(self, uri: str) -> IndexedFile:
         parsed = urlparse(uri)
         if parsed.scheme == "file":

@@ -49,6 +49,7 @@ from starlette.staticfiles import StaticFiles
 from ..errors import EXIT_IO_ERROR, BadInput, KbError, NotIndexed, classify
 from ..knowledge_base import KnowledgeBase
 from ..query.render import hits_json, hits_payload
+from .mcp_stdio import has_lone_surrogate
 from .sources import find_indexed, source_view
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -218,7 +219,7 @@ def _ask_options(values: Mapping[str, Any], paths: Sequence[str], *, strings: bo
             except ValueError:
                 raise BadInput(f"{key} must be a number, not {values[key]!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise BadInput(f"{key} must be a number, not {values[key]!r}")
+            raise BadInput(f"{key} must be a number, not {values[key]!r} (a finite one, not NaN or infinity)")
         return float(value)
 
     k = values.get("k")
@@ -295,9 +296,12 @@ async def _json_body(request: Request) -> Any:
             raise HTTPException(413, f"the request body is over {MAX_BODY_BYTES // 1024} KB")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
+        body = json.loads(b"".join(chunks))
     except (ValueError, RecursionError) as e:
         raise BadInput(f"the body is not valid JSON ({str(e).splitlines()[0][:80]})") from None
+    if has_lone_surrogate(body):
+        raise BadInput("the body holds a lone surrogate (\\ud800-\\udfff), which is not Unicode")
+    return body
 
 
 # -- errors: one JSON line with the CLI's exit code ---------------------------------------
@@ -341,7 +345,7 @@ class _Guard:
 
     def __init__(self, app, *, token: str | None, allowed_hosts: Sequence[str] | None):
         self.app = app
-        self.token = token.encode() if token else None
+        self.token = os.fsencode(token) if token else None  # the bytes it was given as (UTF-8), as clients send it
         self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
 
     async def __call__(self, scope, receive, send):

@@ -6,16 +6,31 @@ Only files the index holds can be reached. A request names a file as hits cite i
 only the path stored there is ever opened. Nothing from a request is joined, normalised
 or opened as a path, so `../`, absolute paths and encoded tricks have nothing to work on.
 
+Only the content kb indexed leaves: the index keeps each file's SHA-256, and the bytes
+read at request time must hash to it, or the file is refused ("changed since indexing;
+run `kb index`"). The bytes are read through one descriptor opened with O_NOFOLLOW (and
+O_NONBLOCK, so a FIFO put in a file's place cannot hang a worker) and checked with fstat
+to be a regular file of the indexed size before a byte is read. A file replaced by a
+symlink to a private file, a hard link's other name edited, a FIFO or a device: none of
+them can match the hash, so none is served. A file that was itself a symlink inside the
+indexed folders when kb indexed it is followed to its target, whose bytes must match
+the hash all the same.
+
 Text is re-read with the reader that indexed it, so the lines shown for a PDF page, an
 HTML or DOCX file or a JSONL record are the extracted text's lines that citations count,
-not raw markup. Parsed documents are cached per (path, size, mtime).
+not raw markup. Verified documents are cached per file identity (device, inode, size,
+mtime, ctime): any write to the file changes its ctime, so a cached parse is never
+served for changed bytes.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import stat
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,24 +53,18 @@ class IndexedFile:
     abspath: str
     size: int
     mtime_ns: int
+    sha256: str = ""  # of the bytes kb indexed: what may be served
 
     @property
     def media_type(self) -> str:
         """The file's own type (what it is on disk, not the text kb extracted from it)."""
         return MEDIA_TYPES.get(Path(self.abspath).suffix.lower(), "text/plain")
 
-    def state(self) -> str:
-        """"fresh", "stale" (changed since indexing: citations may be off) or "gone"."""
-        try:
-            st = os.stat(self.abspath)
-        except OSError:
-            return "gone"
-        return "fresh" if (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns) else "stale"
-
 
 def indexed_files(kb: KnowledgeBase) -> list[IndexedFile]:
     """Every document in the index, sorted by how it is cited."""
-    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.documents()]
+    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"], d["sha256"])
+            for d in kb.documents()]
 
 
 def find_indexed(kb: KnowledgeBase, name: str) -> IndexedFile:
@@ -89,38 +98,99 @@ def source_view(file: IndexedFile, *, line_start: int, line_end: int | None = No
         if line_start - context <= number <= line_end + context:
             lines.append({"number": number, "start": offset, "text": text})
         offset += len(text) + 1
+    # Never stale: only the bytes kb indexed are shown (a changed file is refused).
     return {"source": file.source, "page": section.page, "record": section.record, "line_start": line_start,
-            "line_end": line_end, "stale": file.state() != "fresh", "lines": lines}
+            "line_end": line_end, "stale": False, "lines": lines}
 
 
 def document_text(file: IndexedFile) -> str:
     """The text kb indexed from a file: the decoded file for text formats, the extracted
     text for HTML and DOCX, PDF pages separated by form feeds (lines count per page, as
     in citations), and a JSONL file as its own lines (records are cited by line)."""
-    document = _document(file)
+    document, raw = _verified(file)
     if any(s.single_line for s in document.sections):
         from ..ingest.readers.text import decode_text
 
-        return decode_text(Path(file.abspath).read_bytes())
+        return decode_text(raw)
     return "\f".join(s.text for s in document.sections)
 
 
-def _document(file: IndexedFile) -> Document:
-    state = file.state()
-    if state == "gone":
-        raise NotIndexed(f"{file.source} was indexed but is no longer on disk; run `kb index`")
-    st = os.stat(file.abspath)
-    return _read(file.source, file.abspath, st.st_size, st.st_mtime_ns)
-
-
-@lru_cache(maxsize=16)
-def _read(source: str, abspath: str, size: int, mtime_ns: int) -> Document:
-    # Keyed on size and mtime: a file changed on disk is read again.
-    kind = Path(abspath).suffix.lower()
+def indexed_bytes(file: IndexedFile) -> tuple[bytes, os.stat_result]:
+    """The file's bytes, only if they are the bytes kb indexed (NotIndexed otherwise),
+    and the identity (fstat) of the file they were read from."""
+    changed = f"{file.source} changed since it was indexed; run `kb index`"
     try:
-        return read_document(SourceFile(source, abspath, size, mtime_ns, kind))
-    except ValueError as e:
-        raise NotIndexed(f"{source} can no longer be read ({e}); run `kb index`") from None
+        fd = _open_no_follow(file.abspath)
+    except FileNotFoundError:
+        raise NotIndexed(f"{file.source} was indexed but is no longer on disk; run `kb index`") from None
+    except OSError as e:
+        raise NotIndexed(f"{file.source} cannot be read ({e.strerror or e}); run `kb index`") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != file.size:
+            raise NotIndexed(changed)
+        chunks, left = [], file.size + 1  # one byte more: a file still growing is caught too
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except BlockingIOError:
+        raise NotIndexed(changed) from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if not file.sha256 or hashlib.sha256(raw).hexdigest() != file.sha256:
+        raise NotIndexed(changed)
+    return raw, st
+
+
+def _open_no_follow(path: str) -> int:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags)
+    except OSError as e:
+        # ELOOP: the name is a symlink now. One that kb indexed inside its folders still
+        # works: its target is opened (never following another link), and the hash check
+        # decides. Only the final component is refused as a link; folders on the way may
+        # be links, as they were when the walk followed them.
+        if e.errno != errno.ELOOP:
+            raise
+    return os.open(os.path.realpath(path), flags)
+
+
+def _verified(file: IndexedFile) -> tuple[Document, bytes]:
+    raw, st = indexed_bytes(file)
+    return _read(file.source, file.abspath, file.sha256, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                                          st.st_ctime_ns), raw), raw
+
+
+def _document(file: IndexedFile) -> Document:
+    return _verified(file)[0]
+
+
+_cache: dict[tuple, Document] = {}
+_cache_lock = threading.Lock()
+
+
+def _read(source: str, abspath: str, sha256: str, identity: tuple, raw: bytes) -> Document:
+    # Keyed on the verified content's hash and the file's identity: bytes already proven
+    # to be the indexed ones are parsed once.
+    key = (source, abspath, sha256, identity)
+    with _cache_lock:
+        document = _cache.get(key)
+    if document is None:
+        kind = Path(abspath).suffix.lower()
+        try:
+            document = read_document(SourceFile(source, abspath, identity[2], identity[3], kind), raw)
+        except ValueError as e:
+            raise NotIndexed(f"{source} can no longer be read ({e}); run `kb index`") from None
+        with _cache_lock:
+            while len(_cache) >= 16:
+                _cache.pop(next(iter(_cache)))
+            _cache[key] = document
+    return document
 
 
 def _section(document: Document, line_start: int, page: int | None, record: str | None, source: str):

@@ -5,6 +5,10 @@ maintained; PyMuPDF extracts faster but is AGPL and a large binary wheel. Encryp
 PDFs that open with the empty password (common for "no copying" flags) are read;
 others, and broken files, are refused with a reason. Offsets and line numbers of a
 PDF citation refer to the page's extracted text.
+
+Bounded work: text extraction may take at most MAX_SECONDS per file, checked between
+pages (pypdf itself caps what one stream may decompress to); a file over it is refused
+with the page it reached, so `kb index` skips it and goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import io
 import logging
 
 from ..sections import Section
+
+MAX_SECONDS = 120.0  # a 1,000-page book extracts in well under a minute
 
 
 def read_pdf(raw: bytes, path: str) -> list[Section]:
@@ -33,9 +39,15 @@ def read_pdf(raw: bytes, path: str) -> list[Section]:
         raise ValueError(f"encrypted PDF ({_short(e)})") from None
     except (PdfReadError, Exception) as e:  # pypdf raises many types on broken files
         raise ValueError(f"unreadable PDF ({_short(e)})") from None
+    import time
+
     sections = []
     failed = 0
+    deadline = time.monotonic() + MAX_SECONDS
     for number in range(count):
+        if time.monotonic() > deadline:
+            raise ValueError(f"PDF text extraction took over {MAX_SECONDS:.0f} s (stopped at page {number + 1} "
+                             f"of {count})")
         try:
             text = pages[number].extract_text() or ""
         except Exception:  # one broken page should not cost the rest of the document
