@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from .ingest.documents import DEFAULT_MAX_FILE_SIZE, discover
+from .ingest.documents import DEFAULT_MAX_FILE_SIZE, discover, discover_changes
 from .embed.embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex
 from .query.hits import Hit
@@ -31,6 +31,7 @@ from .query.search import DEFAULT_MODE, SearchOptions, search
 from .store.database import Store, StoredDocument
 from .store.vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
 from .store.vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index
+from .store.watcher_lock import attached_watcher
 
 if TYPE_CHECKING:  # building an index needs these; asking does not load them
     from .ingest.pipeline import IndexReport, OnProgress
@@ -40,6 +41,9 @@ DB_NAME = "kb.sqlite"
 LOCK_NAME = ".kb.lock"
 DEFAULT_INDEX_DIR = "index"
 GENERATION_RETRIES = 5  # each retry needs another commit inside a microseconds-wide window
+# A hand-run `kb index` that finds a watcher's update writing waits this long for it (the
+# updates are short); past it, exit 6 naming the watcher (kb.watch).
+WATCHER_WAIT = 60.0
 MAX_K = 10_000  # hits per question: past this a typo (-k 1000000000) would only exhaust memory
 
 __all__ = ["KnowledgeBase", "clean_question"]
@@ -87,6 +91,7 @@ class KnowledgeBase:
         executor: Executor | None = None,
         vector_index: str | None = None,
         variant: str | None = None,
+        changed: Iterable[str] | None = None,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
@@ -101,6 +106,9 @@ class KnowledgeBase:
         "exact" or "ivf" forces that kind of vector index at any size, "auto" chooses by
         size (kb.store.vector_index); None keeps what the index was built with. variant: "fp32"
         or "int8" (kb.embed.model.VARIANTS); None keeps the index's own, else fp32.
+        changed: absolute paths of files or folders (present or gone) that are all that
+        changed since the index last mirrored `paths` (a watcher's events, kb.watch): only
+        they are looked at, nothing else is walked, and the rest of the index stays as it is.
         """
         if vector_index is not None and vector_index not in VECTOR_INDEX_SETTINGS:
             raise BadInput(f"unknown vector index {vector_index!r}; choose one of {', '.join(VECTOR_INDEX_SETTINGS)}")
@@ -108,7 +116,12 @@ class KnowledgeBase:
 
         started = time.perf_counter()
         report = pipeline.IndexReport()
-        found = discover(paths, max_file_size=max_file_size)
+        paths = list(paths)
+        scope = None
+        if changed is None:
+            found = discover(paths, max_file_size=max_file_size)
+        else:
+            found, scope = discover_changes(paths, changed, max_file_size=max_file_size)
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
         report.excluded = len(found.excluded)
@@ -124,7 +137,7 @@ class KnowledgeBase:
                 pipeline.run(store, self.index_dir, found.files, report, model=model, settings=settings,
                              rebuild=rebuild,
                              get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress,
-                             executor=executor, vector_index=vector_index)
+                             executor=executor, vector_index=vector_index, scope=scope)
             except sqlite3.DatabaseError as e:
                 raise CorruptIndex(f"index database {self.db_path} is damaged ({e}); run `kb index --rebuild`") from None
             finally:
@@ -160,10 +173,27 @@ class KnowledgeBase:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise IndexBusy(f"another `kb index` is writing {self.index_dir}; try again when it finishes") from None
+                self._wait_for_watcher(fd)
             yield
         finally:
             os.close(fd)
+
+    def _wait_for_watcher(self, fd: int) -> None:
+        """The writer lock is held: when another process's watcher holds it for an update,
+        wait for that update (WATCHER_WAIT at most); else, or past that, raise IndexBusy."""
+        watcher = attached_watcher(self.index_dir)
+        if not watcher or watcher.get("pid") == os.getpid():
+            raise IndexBusy(f"another `kb index` is writing {self.index_dir}; try again when it finishes")
+        deadline = time.monotonic() + WATCHER_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                continue
+        raise IndexBusy(f"`kb watch` (pid {watcher.get('pid')}) has been writing {self.index_dir} for "
+                        f"{WATCHER_WAIT:.0f} s; try again, or stop it (kill {watcher.get('pid')})")
 
     # -- asking ---------------------------------------------------------------------
     def ask(self, question: str, k: int = 5, **options) -> list[Hit]:
@@ -239,6 +269,7 @@ class KnowledgeBase:
                               "analyzer": meta.get("lexical_analyzer")},
             "vector_cache": {"vectors": cached, "unused": unused},
             "staged_documents": staged,  # left by a killed run; the next run picks them up
+            "watcher": attached_watcher(self.index_dir),  # pid, since, paths, last_update; or None
             "size_bytes": size,
         }
 
