@@ -194,9 +194,13 @@ def watch(paths, index_dir, max_file_size, passage_tokens, vector_index, int8, a
             raise KeyboardInterrupt  # as `kb index`: what was committed stays, a re-run resumes
         watcher.stop()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    watcher.run()
+    watcher.attach()  # a second watcher is refused here, before anything else happens
+    previous = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    try:
+        watcher.run()
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
     click.echo(f"kb: watch: stopped after {watcher.updates} updates", err=True)
 
 
@@ -335,7 +339,9 @@ def info(index_dir, as_json):
 @click.option("--no-auth", is_flag=True, help="Serve beyond localhost without a token: anyone who can reach it reads the index.")
 @click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
               help="Questions answered at once (each worker keeps its own copy of the vector index).")
-def serve(index_dir, host, port, token, no_auth, workers):
+@click.option("--watch", "watch_paths", multiple=True, metavar="PATH", type=click.Path(path_type=str),
+              help="Keep the index following PATH as it changes, as `kb watch` does (repeatable).")
+def serve(index_dir, host, port, token, no_auth, workers, watch_paths):
     """Answer questions over HTTP from one warm process, with a web page at /.
 
     \b
@@ -348,12 +354,14 @@ def serve(index_dir, host, port, token, no_auth, workers):
     """
     from .serve.server import serve as run_server
 
-    run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers)
+    run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers, watch=watch_paths)
 
 
 @cli.command(name="mcp")
 @INDEX_OPTION
-def mcp_(index_dir):
+@click.option("--watch", "watch_paths", multiple=True, metavar="PATH", type=click.Path(path_type=str),
+              help="Keep the index following PATH as it changes, as `kb watch` does (repeatable).")
+def mcp_(index_dir, watch_paths):
     """Serve the index to AI agents over the Model Context Protocol (stdio).
 
     Tools: `search` (question, k, mode, paths -> hits with text, citation and scores)
@@ -362,7 +370,7 @@ def mcp_(index_dir):
     """
     from .serve.mcp_server import run
 
-    run(index_dir)
+    run(index_dir, watch=watch_paths)
 
 
 def _stdin_batches(max_batch: int = 64) -> Iterator[list[str]]:
