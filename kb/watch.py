@@ -42,10 +42,11 @@ if TYPE_CHECKING:
     from .ingest.pipeline import IndexReport
     from .knowledge_base import KnowledgeBase
 
-# A burst ends after this long without events. Editors save in < 10 ms; `git checkout`,
-# `cp -r` and `rsync` write files back to back; 0.2 s covers them with margin and keeps the
-# edit-to-answer latency low (notes/watch.md has the measurements).
-QUIET = 0.2
+# A burst ends after this long without events. An editor's temp-file-and-rename spans 1 ms;
+# the longest silence inside a 500-file `git checkout` or `cp -r` was 0.07-0.17 s on a busy
+# 2-core machine (bench/watch_latency.py --gaps): 0.3 s bridges those with margin, and is a
+# small part of the edit-to-answer latency (an update's durable commit takes more).
+QUIET = 0.3
 # ...or after this long, whatever keeps happening (a long copy is indexed as it goes).
 MAX_BURST = 5.0
 BUSY_RETRY = 1.0  # seconds between tries when a hand-run `kb index` holds the writer lock

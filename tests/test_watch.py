@@ -157,7 +157,7 @@ def test_the_index_folder_and_dot_git_trigger_nothing(docs, embedder):
         (docs / ".git" / "COMMIT_EDITMSG.md").write_text("a commit message\n")
         (index_dir / "stray.md").write_text("a file in the index folder\n")
         (docs / "build.log").write_text("a file of a type kb does not read\n")
-        time.sleep(0.5)  # 2.5 x the quiet window: any update they caused would have started
+        time.sleep(0.6)  # twice the quiet window: any update they caused would have started
         (docs / "real.md").write_text("Only this file is a change.\n")
         eventually(lambda: len(updates) > before)
         time.sleep(0.5)
