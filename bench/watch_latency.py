@@ -5,7 +5,7 @@
 1. Edit-to-answer on the shipped corpus, real model: a watcher thread and an asking
    KnowledgeBase in one process (as `kb serve --watch` runs them). Each trial appends a
    paragraph holding a new word to a file, then asks (hybrid, k=5) every 20 ms until a hit
-   holds the word: p50/p95 seconds from the file's close to that answer.
+   holds the word (asked alone, k=10): p50/p95 seconds from the file's close to that answer.
 2. The same on a bigger folder of real docs (copies of --docs' .txt/.md files, tagged so no
    passage repeats, until --big-mb MB), built and updated with kb's hashing stand-in
    embedder (kb.embed.embedding.HashEmbedder): that latency is kb's own (events, debounce,
@@ -83,7 +83,7 @@ class Watching:
         self.watcher.stop(timeout=120)
 
     def answers(self, question: str, word: str) -> bool:
-        return any(word in h.text for h in self.asker.ask(question, k=5))
+        return any(word in h.text for h in self.asker.ask(question, k=10))
 
 
 def edit_latency(folder: Path, index_dir: Path, edits: int, embedder=None) -> dict:
@@ -100,7 +100,9 @@ def edit_latency(folder: Path, index_dir: Path, edits: int, embedder=None) -> di
             with open(target, "a", encoding="utf-8") as f:
                 f.write(f"\n\nA note added by the watch benchmark: the {word} valve needs oiling every spring.\n")
             saved = time.perf_counter()
-            wait_for(lambda: w.answers(f"{word} valve oiling", word), timeout=120)
+            # The new word alone: earlier trials' notes share the rest of the sentence, and
+            # the stand-in's dense scores are noise, so only the word ranks the note first.
+            wait_for(lambda: w.answers(word, word), timeout=120)
             latencies.append(time.perf_counter() - saved)
             wait_for(lambda: len(w.updates) > before, timeout=60)
             update_seconds.append(sum(u.report.seconds for u in w.updates[before:]))
