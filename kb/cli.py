@@ -141,6 +141,69 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@INDEX_OPTION
+@click.option("--max-file-size", default="20MB", show_default=True, metavar="SIZE",
+              help="Skip files larger than this (e.g. 500KB, 20MB, 1GB; 0 for no cap).")
+@click.option("--passage-tokens", type=click.IntRange(32, 254), default=None, metavar="N",
+              help="Passage size in word pieces (as `kb index`).")
+@click.option("--vector-index", type=click.Choice(["auto", "exact", "ivf"]), default=None,
+              help="Vector search kind (as `kb index`).")
+@click.option("--int8/--fp32", "int8", default=None, help="Embedding model variant (as `kb index`).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per update on stdout.")
+@click.option("--poll", is_flag=True,
+              help="Stat the files every second instead of using the kernel's notifications "
+                   "(chosen by itself on network file systems).")
+def watch(paths, index_dir, max_file_size, passage_tokens, vector_index, int8, as_json, poll):
+    """Keep the index following files and folders as they change (default: corpus/).
+
+    First brings the index up to date, exactly as `kb index PATHS` does; then applies
+    each burst of changes (an editor's save, a `git checkout`) as one update of only
+    the files touched, with the same rules as `kb index` (.gitignore/.kbignore, hidden
+    files, --max-file-size, formats). One line per update on stderr (--json: also one
+    object per update on stdout). `kb ask` and `kb serve` answer from each update as
+    soon as it is committed. Ctrl-C or SIGTERM stops between updates.
+
+    One watcher per index: a second one exits 6. A `kb index` run by hand while it
+    watches waits for the update in flight (60 s at most, else exit 6 naming the pid).
+    """
+    import signal
+
+    from .ingest.passages import ChunkSettings
+    from .knowledge_base import KnowledgeBase
+    from .watch import Watcher
+
+    cap = _parse_size(max_file_size)
+
+    def on_update(update):
+        for s in update.report.skipped:
+            click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)
+        click.echo(update.line(), err=True)
+        if as_json:
+            click.echo(json.dumps(update.to_dict(), ensure_ascii=False))
+            sys.stdout.flush()
+
+    watcher = Watcher(KnowledgeBase(index_dir), paths or ["corpus"], max_file_size=cap or None,
+                      settings=ChunkSettings.sized(passage_tokens) if passage_tokens else None,
+                      vector_index=vector_index, variant=None if int8 is None else ("int8" if int8 else "fp32"),
+                      poll=poll, on_update=on_update)
+
+    def on_signal(signum, frame):
+        if not watcher.caught_up or watcher.stopping:
+            raise KeyboardInterrupt  # as `kb index`: what was committed stays, a re-run resumes
+        watcher.stop()
+
+    watcher.attach()  # a second watcher is refused here, before anything else happens
+    previous = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    try:
+        watcher.run()
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    click.echo(f"kb: watch: stopped after {watcher.updates} updates", err=True)
+
+
+@cli.command()
 @click.argument("question")
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Number of passages.")
 @INDEX_OPTION
@@ -275,7 +338,9 @@ def info(index_dir, as_json):
 @click.option("--no-auth", is_flag=True, help="Serve beyond localhost without a token: anyone who can reach it reads the index.")
 @click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
               help="Questions answered at once (each worker keeps its own copy of the vector index).")
-def serve(index_dir, host, port, token, no_auth, workers):
+@click.option("--watch", "watch_paths", multiple=True, metavar="PATH", type=click.Path(path_type=str),
+              help="Keep the index following PATH as it changes, as `kb watch` does (repeatable).")
+def serve(index_dir, host, port, token, no_auth, workers, watch_paths):
     """Answer questions over HTTP from one warm process, with a web page at /.
 
     \b
@@ -288,12 +353,14 @@ def serve(index_dir, host, port, token, no_auth, workers):
     """
     from .serve.server import serve as run_server
 
-    run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers)
+    run_server(index_dir, host=host, port=port, token=token, no_auth=no_auth, workers=workers, watch=watch_paths)
 
 
 @cli.command(name="mcp")
 @INDEX_OPTION
-def mcp_(index_dir):
+@click.option("--watch", "watch_paths", multiple=True, metavar="PATH", type=click.Path(path_type=str),
+              help="Keep the index following PATH as it changes, as `kb watch` does (repeatable).")
+def mcp_(index_dir, watch_paths):
     """Serve the index to AI agents over the Model Context Protocol (stdio).
 
     Tools: `search` (question, k, mode, paths -> hits with text, citation and scores)
@@ -302,7 +369,7 @@ def mcp_(index_dir):
     """
     from .serve.mcp_server import run
 
-    run(index_dir)
+    run(index_dir, watch=watch_paths)
 
 
 def _stdin_batches(max_batch: int = 64) -> Iterator[list[str]]:

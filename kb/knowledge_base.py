@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from .ingest.documents import DEFAULT_MAX_FILE_SIZE, discover
+from .ingest.documents import DEFAULT_MAX_FILE_SIZE, discover, discover_changes
 from .embed.embedding import Embedder, load_embedder
 from .errors import BadInput, CorruptIndex, IndexBusy, IndexMismatch, NoIndex, classified
 from .store import checksums
@@ -31,6 +31,7 @@ from .query.search import DEFAULT_MODE, SearchOptions, search
 from .store.database import Store, StoredDocument
 from .store.vector_index import SETTINGS as VECTOR_INDEX_SETTINGS
 from .store.vector_index import VectorIndex, VectorLayout, concat_rows, empty_rows, open_index, vectors_from_database
+from .store.watcher_lock import attached_watcher
 
 if TYPE_CHECKING:  # building an index needs these; asking does not load them
     from .ingest.pipeline import IndexReport, OnProgress
@@ -41,6 +42,9 @@ SET_ASIDE_SUFFIX = ".damaged"  # where --rebuild moves a database it cannot use
 LOCK_NAME = ".kb.lock"
 DEFAULT_INDEX_DIR = "index"
 GENERATION_RETRIES = 5  # each retry needs another commit inside a microseconds-wide window
+# A hand-run `kb index` that finds a watcher's update writing waits this long for it (the
+# updates are short); past it, exit 6 naming the watcher (kb.watch).
+WATCHER_WAIT = 60.0
 MAX_K = 10_000  # hits per question: past this a typo (-k 1000000000) would only exhaust memory
 
 __all__ = ["KnowledgeBase", "clean_question"]
@@ -89,6 +93,7 @@ class KnowledgeBase:
         vector_index: str | None = None,
         variant: str | None = None,
         follow_symlinks: bool = False,
+        changed: Iterable[str] | None = None,
     ) -> IndexReport:
         """Make the index mirror the given files and folders.
 
@@ -105,6 +110,9 @@ class KnowledgeBase:
         or "int8" (kb.embed.model.VARIANTS); None keeps the index's own, else fp32.
         follow_symlinks: follow symlinks that leave the given paths (by default they are
         skipped with a reason; links inside them are always followed).
+        changed: absolute paths of files or folders (present or gone) that are all that
+        changed since the index last mirrored `paths` (a watcher's events, kb.watch): only
+        they are looked at, nothing else is walked, and the rest of the index stays as it is.
         """
         if vector_index is not None and vector_index not in VECTOR_INDEX_SETTINGS:
             raise BadInput(f"unknown vector index {vector_index!r}; choose one of {', '.join(VECTOR_INDEX_SETTINGS)}")
@@ -112,7 +120,13 @@ class KnowledgeBase:
 
         started = time.perf_counter()
         report = pipeline.IndexReport()
-        found = discover(paths, max_file_size=max_file_size, follow_symlinks=follow_symlinks)
+        paths = list(paths)
+        scope = None
+        if changed is None:
+            found = discover(paths, max_file_size=max_file_size, follow_symlinks=follow_symlinks)
+        else:
+            found, scope = discover_changes(paths, changed, max_file_size=max_file_size,
+                                            follow_symlinks=follow_symlinks)
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
         report.excluded = len(found.excluded)
@@ -128,7 +142,7 @@ class KnowledgeBase:
                 pipeline.run(store, self.index_dir, found.files, report, model=model, settings=settings,
                              rebuild=rebuild,
                              get_embedder=lambda: self._get_embedder(for_indexing=True), on_progress=progress,
-                             executor=executor, vector_index=vector_index)
+                             executor=executor, vector_index=vector_index, scope=scope)
             finally:
                 store.close()
         report.seconds = time.perf_counter() - started
@@ -186,10 +200,27 @@ class KnowledgeBase:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise IndexBusy(f"another `kb index` is writing {self.index_dir}; try again when it finishes") from None
+                self._wait_for_watcher(fd)
             yield
         finally:
             os.close(fd)
+
+    def _wait_for_watcher(self, fd: int) -> None:
+        """The writer lock is held: when another process's watcher holds it for an update,
+        wait for that update (WATCHER_WAIT at most); else, or past that, raise IndexBusy."""
+        watcher = attached_watcher(self.index_dir)
+        if not watcher or watcher.get("pid") == os.getpid():
+            raise IndexBusy(f"another `kb index` is writing {self.index_dir}; try again when it finishes")
+        deadline = time.monotonic() + WATCHER_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                continue
+        raise IndexBusy(f"`kb watch` (pid {watcher.get('pid')}) has been writing {self.index_dir} for "
+                        f"{WATCHER_WAIT:.0f} s; try again, or stop it (kill {watcher.get('pid')})")
 
     # -- asking ---------------------------------------------------------------------
     def ask(self, question: str, k: int = 5, **options) -> list[Hit]:
@@ -269,6 +300,7 @@ class KnowledgeBase:
                               "analyzer": meta.get("lexical_analyzer")},
             "vector_cache": {"vectors": cached, "unused": unused},
             "staged_documents": staged,  # left by a killed run; the next run picks them up
+            "watcher": attached_watcher(self.index_dir),  # pid, since, paths, last_update; or None
             "size_bytes": size,
         }
 

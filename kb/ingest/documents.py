@@ -138,13 +138,17 @@ def _outside(link: str, roots: list[str]) -> str | None:
             "(index that path itself, or give --follow-symlinks)")
 
 
-def _walk(given: str, skipped: list[Skipped], excluded: list[str], roots: list[str] | None = None) -> Iterator[str]:
+def _walk(given: str, skipped: list[Skipped], excluded: list[str], roots: list[str] | None = None,
+          inherited: list | None = None) -> Iterator[str]:
+    """roots: the real paths symlinks may lead into (None: follow every link). inherited:
+    the ignore rules in force in given's parent (a watcher walks a folder deep inside a
+    tree it was given; kb.watch)."""
     if not os.path.isdir(given):
         yield os.path.normpath(given)
         return
     given = os.path.normpath(given)
     seen_dirs: set[tuple[int, int]] = set()
-    rules: dict[str, list] = {}  # folder -> ignore rules in force there, outermost first
+    rules: dict[str, list] = {os.path.dirname(given): inherited or []}  # folder -> ignore rules in force there
     def unreadable(e: OSError) -> None:
         if e.errno in MACHINE_ERRNOS:  # not the folder's fault: skipping it would drop its files
             raise io_failure(e) from None
@@ -183,6 +187,83 @@ def _walk(given: str, skipped: list[Skipped], excluded: list[str], roots: list[s
                 excluded.append(path)
             else:
                 yield path
+
+
+def discover_changes(paths: Iterable[str | os.PathLike], changed: Iterable[str], *,
+                     max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
+                     follow_symlinks: bool = False) -> tuple[Discovery, list[str]]:
+    """What discover(paths) would find at or under the changed paths, without walking the rest.
+
+    changed: absolute paths of files or folders, present or gone (a watcher's events).
+    Returns the discovery and the absolute paths it covers: a document stored at or under
+    one of them that was not found is gone. A changed path outside the given paths, or
+    hidden below one, covers nothing. Ignore rules are read from the folders between the
+    given path and each changed one (cached for the call), so the answer is discover's.
+    """
+    result = Discovery([], [], [])
+    covered: list[str] = []
+    found: dict[str, SourceFile] = {}
+    rules_cache: dict[str, list] = {}
+    paths = [os.fspath(p) for p in paths]
+    roots = [(os.path.normpath(p), os.path.abspath(p)) for p in paths]
+    link_roots = None if follow_symlinks else [os.path.realpath(p) for p in paths]
+    for path in sorted(set(changed)):
+        for given, root in roots:
+            if path != root and not path.startswith(root.rstrip(os.sep) + os.sep):
+                continue
+            if not os.path.isdir(root):  # a file given by name: indexed whatever its folder's rules say
+                covered.append(path)
+                entry = _source_file(given, result.skipped, max_file_size) if os.path.lexists(path) else None
+                if entry:
+                    found.setdefault(entry.abspath, entry)
+                continue
+            parts = [] if path == root else os.path.relpath(path, root).split(os.sep)
+            if any(part.startswith(".") for part in parts):
+                continue  # hidden: never indexed
+            covered.append(path)
+            if not os.path.lexists(path):
+                continue
+            rules = _rules_above(root, parts, rules_cache)
+            if rules is None:  # inside an excluded folder
+                continue
+            source = os.path.normpath(os.path.join(given, *parts))
+            if os.path.isdir(path):
+                if parts and _is_ignored(rules, path, is_dir=True):
+                    continue
+                walked = _walk(source, result.skipped, result.excluded, link_roots, inherited=rules)
+            elif _is_ignored(rules, path, is_dir=False):
+                continue
+            else:
+                walked = iter([source])
+            for name in walked:
+                if Path(name).suffix.lower() not in _readers():
+                    result.ignored.append(name)
+                    continue
+                if link_roots is not None and os.path.islink(name) and (outside := _outside(name, link_roots)):
+                    result.skipped.append(Skipped(name, outside))
+                    continue
+                entry = _source_file(name, result.skipped, max_file_size)
+                if entry:
+                    found.setdefault(entry.abspath, entry)
+            break
+    result.files = sorted(found.values(), key=lambda f: f.source)
+    return result, covered
+
+
+def _rules_above(root: str, parts: list[str], cache: dict[str, list]) -> list | None:
+    """The ignore rules in force in the folder holding root/parts..., or None when a folder
+    on the way is itself excluded."""
+    folder, rules = root, None
+    for depth in range(len(parts)):
+        if depth:
+            folder = os.path.join(folder, parts[depth - 1])
+            if _is_ignored(rules, folder, is_dir=True):
+                return None
+        if folder not in cache:
+            names = [n for n in IGNORE_FILES if os.path.isfile(os.path.join(folder, n))]
+            cache[folder] = (rules or []) + _ignore_rules(folder, names)
+        rules = cache[folder]
+    return rules if rules is not None else []
 
 
 def _ignore_rules(folder: str, names: list[str]) -> list:

@@ -127,8 +127,12 @@ class _Plan:
 def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: IndexReport, *,
         model: ModelFiles | None = None, settings: ChunkSettings | None, rebuild: bool, get_embedder: GetEmbedder,
         on_progress: OnProgress | None = None, executor: Executor | None = None,
-        vector_index: str | None = None) -> None:
+        vector_index: str | None = None, scope: Sequence[str] | None = None) -> None:
     """Make the index mirror `files` (see the module docstring); fills in `report`.
+
+    scope: absolute paths of files and folders; when given, `files` are what was found at
+    or under them, and only stored documents there are compared with them (a watcher's
+    update, kb.watch): the rest of the index is left as it is, unwalked.
 
     executor: where files are read, chunked and embedded (kb.ingest.prepare); default, here.
     vector_index: "auto", "exact" or "ivf" (kb.store.vector_index.SETTINGS); None keeps the
@@ -145,6 +149,8 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     repair = set() if rebuild else _verify(store, index_dir, meta, report)
     report.rebuilt = rebuild or (meta.get("generation") is not None and
                                  any(meta.get(k) != v for k, v in built_with.items()))
+    if scope is not None and report.rebuilt:
+        raise BadInput("the index was built with other settings: run `kb index` over all of it first")
     with store.transaction():
         run_number = (meta.get("runs") or 0) + 1
         store.set_meta("runs", run_number)
@@ -152,7 +158,10 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
             store.set_meta("rebuild_from", run_number)  # kept until published: a killed rebuild resumes
     trust_from = store.get_meta("rebuild_from") if rebuild else 0
 
-    plan = _plan(store, files, report, settings)
+    plan = _plan(store, files, report, settings, scope)
+    if scope is not None and not (plan.todo or plan.gone or plan.touched) and meta.get("generation"):
+        report.documents, report.passages = store.counts()
+        return  # a watcher's events that change nothing indexed: no new generation
     progress = Progress(files_total=len(plan.todo), bytes_total=sum(f.size for f in plan.todo))
     batch = int(os.environ.get("KB_BATCH") or BATCH)
     stored = {} if report.rebuilt else store.documents()
@@ -206,8 +215,12 @@ def _verify(store: Store, index_dir: Path, meta: dict, report: IndexReport) -> s
 
 
 # -- plan ------------------------------------------------------------------------------
-def _plan(store: Store, files: Sequence[SourceFile], report: IndexReport, settings: ChunkSettings) -> _Plan:
+def _plan(store: Store, files: Sequence[SourceFile], report: IndexReport, settings: ChunkSettings,
+          scope: Sequence[str] | None = None) -> _Plan:
     stored = {} if report.rebuilt else store.documents()
+    if scope is not None and not report.rebuilt:
+        covered = {os.path.normpath(p) for p in scope}
+        stored = {p: d for p, d in stored.items() if _within(p, covered)}
     staged = store.staged_documents()
     current = {f.abspath for f in files}
     report.removed = sorted(d.source for p, d in stored.items() if p not in current)
@@ -406,6 +419,17 @@ def _remove_unused_files(index_dir: Path, keep: set) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _within(abspath: str, scope: set[str]) -> bool:
+    """Whether abspath is one of scope's paths or lies under one (a few set look-ups)."""
+    while True:
+        if abspath in scope:
+            return True
+        parent = os.path.dirname(abspath)
+        if parent == abspath:
+            return False
+        abspath = parent
+
+
 def _crash_point(name: str, count: int = 1) -> None:
     """Fault injection for the crash-safety tests: KB_CRASH_AT=name (or name:N, the Nth
     time there) kills this process here."""

@@ -149,7 +149,18 @@ def info_text(info: dict) -> str:
     ]
     if info.get("staged_documents"):
         rows.append(("unfinished run", f"{info['staged_documents']} documents staged; `kb index` picks them up"))
+    rows.append(("watcher", _watcher_text(info.get("watcher"))))
     return "\n".join(f"{k:<15} {'-' if v in (None, '') else v}" for k, v in rows)
+
+
+def _watcher_text(watcher: dict | None) -> str:
+    if not watcher:
+        return "none (`kb watch` keeps the index following its folders)"
+    text = f"pid {watcher.get('pid')}, since {watcher.get('since')}"
+    last = watcher.get("last_update")
+    if last:
+        text += f"; last update {last.get('at')} ({last.get('summary', '')})"
+    return text
 
 
 def _human_size(n: int) -> str:

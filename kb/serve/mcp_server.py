@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 from urllib.parse import unquote, urlparse
 
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -30,7 +30,7 @@ from mcp_types import Resource as McpResource
 from ..errors import KbError, classify
 from ..knowledge_base import KnowledgeBase
 from ..query.render import hits_payload, hits_text, info_text
-from .server import version
+from .server import start_watcher, version
 from .sources import IndexedFile, document_text, indexed_files
 
 INSTRUCTIONS = """kb searches a local knowledge base of the user's documents.
@@ -123,7 +123,14 @@ class KbMcpServer(MCPServer):
         raise ResourceNotFoundError(f"{uri} is not a file in the index")
 
 
-def run(index_dir: str | os.PathLike) -> None:
-    """Serve over stdio until the client closes the connection."""
-    KbMcpServer(index_dir).run("stdio")
+def run(index_dir: str | os.PathLike, watch: Sequence[str] = ()) -> None:
+    """Serve over stdio until the client closes the connection; watch: files and folders
+    the index follows meanwhile (kb.watch, in a thread; its notes go to stderr)."""
+    server = KbMcpServer(index_dir)
+    watcher = start_watcher(index_dir, watch) if watch else None
+    try:
+        server.run("stdio")
+    finally:
+        if watcher is not None:
+            watcher.stop(timeout=30)
 

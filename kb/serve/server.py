@@ -411,8 +411,12 @@ def version() -> str:
 
 # -- running it -----------------------------------------------------------------------------
 def serve(index_dir: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          token: str | None = None, no_auth: bool = False, workers: int = DEFAULT_WORKERS) -> None:
+          token: str | None = None, no_auth: bool = False, workers: int = DEFAULT_WORKERS,
+          watch: Sequence[str] = ()) -> None:
     """Run `kb serve` until interrupted.
+
+    watch: files and folders the index follows while serving (kb.watch, in a thread);
+    questions are answered from the last committed generation throughout.
 
     Binding beyond localhost makes the index readable by the network, so it needs a token
     unless the user says --no-auth. The socket is bound here, before uvicorn starts, so a
@@ -429,6 +433,7 @@ def serve(index_dir: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int =
         raise BadInput(f"serving on {host} lets the network read the index: give --token (or set KB_TOKEN), "
                        "or --no-auth if that is really meant")
     sock = _listen(host, port)
+    watcher = start_watcher(index_dir, watch) if watch else None
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound_port}/"
@@ -441,7 +446,22 @@ def serve(index_dir: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int =
     app = create_app(index_dir, token=token, workers=workers, allowed_hosts=allowed, on_ready=ready)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if watcher is not None:
+            watcher.stop(timeout=30)
+
+
+def start_watcher(index_dir: str | os.PathLike, paths: Sequence[str]):
+    """A kb.watch.Watcher over paths in a thread of this server, reporting on stderr; a
+    second watcher on the index is refused here (IndexBusy, exit 6), before serving."""
+    from ..watch import Watcher
+
+    watcher = Watcher(KnowledgeBase(index_dir), paths,
+                      on_update=lambda update: print(update.line(), file=sys.stderr, flush=True))
+    watcher.start()
+    return watcher
 
 
 def _listen(host: str, port: int) -> socket.socket:
