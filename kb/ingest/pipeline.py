@@ -389,4 +389,4 @@ def _document_row(doc: Document) -> dict:
 def _passage_row(p: Passage, key: bytes) -> dict:
     return {"text": p.text, "context": p.context, "char_start": p.char_start, "char_end": p.char_end,
             "line_start": p.line_start, "line_end": p.line_end, "page": p.page, "record": p.record,
-            "vector_key": key}
+            "location": p.location, "vector_key": key}

@@ -55,7 +55,7 @@ class IndexedFile:
 
 def indexed_files(kb: KnowledgeBase) -> list[IndexedFile]:
     """Every document in the index, sorted by how it is cited."""
-    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.ingest.documents()]
+    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.documents()]
 
 
 def find_indexed(kb: KnowledgeBase, name: str) -> IndexedFile:
@@ -102,7 +102,15 @@ def document_text(file: IndexedFile) -> str:
         from ..ingest.readers.text import decode_text
 
         return decode_text(Path(file.abspath).read_bytes())
-    return "\f".join(s.text for s in document.sections)
+    if any(s.page is not None for s in document.sections):
+        return "\f".join(s.text for s in document.sections)
+    # Slides, sheets, messages, row groups: each section starts on the line its
+    # citations count from, so the whole text is laid out line by line.
+    lines: list[str] = []
+    for s in document.sections:
+        lines.extend([""] * max(0, s.first_line - 1 - len(lines)))
+        lines.extend(s.text.split("\n"))
+    return "\n".join(lines)
 
 
 def _document(file: IndexedFile) -> Document:

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS passages (
     line_end INTEGER NOT NULL,
     page INTEGER,
     record TEXT,
-    vector_key BLOB NOT NULL
+    vector_key BLOB NOT NULL,
+    location TEXT
 );
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages(document_id);
 CREATE INDEX IF NOT EXISTS passages_by_vector_key ON passages(vector_key);
@@ -95,11 +96,22 @@ CREATE TABLE IF NOT EXISTS staged_passages (
     page INTEGER,
     record TEXT,
     vector_key BLOB NOT NULL,
+    location TEXT,
     PRIMARY KEY (abspath, ordinal)
+);
+-- Files the last published run could not index, with why (`kb info --skipped`).
+CREATE TABLE IF NOT EXISTS skipped_files (
+    source TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    category TEXT NOT NULL
 );
 """
 
-_PASSAGE_COLUMNS = "ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key"
+_PASSAGE_COLUMNS = ("ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key,"
+                    " location")
+# Columns added to a table after format 2 was released: a writer adds them to an older
+# file (ALTER TABLE, no rebuild); a reader of an older file reads them as NULL.
+_ADDED_COLUMNS = {"passages": {"location": "TEXT"}, "staged_passages": {"location": "TEXT"}}
 
 
 def vector_key(text: str) -> bytes:
@@ -128,6 +140,7 @@ class PassageSpan(NamedTuple):
     line_end: int
     page: int | None
     record: str | None
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,7 @@ class Store:
                     raise IndexMismatch(f"index {path} has format {version}, this kb writes format "
                                         f"{SCHEMA_VERSION}; run `kb index --rebuild`")
                 self.conn.executescript(_SCHEMA)
+                self._add_columns()
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise CorruptIndex(f"index database {path} is unreadable ({e}); run `kb index --rebuild`") from None
@@ -179,6 +193,20 @@ class Store:
             raise IndexMismatch(
                 f"index {path} has format {version}, this kb reads format {SCHEMA_VERSION}; run `kb index --rebuild`"
             )
+
+    def _add_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+    def _column(self, table: str, name: str) -> str:
+        """name, or NULL when this (older) file's table lacks that column."""
+        if not hasattr(self, "_columns"):
+            self._columns = {t: {r[1] for r in self.conn.execute(f"PRAGMA table_info({t})")}
+                             for t in _ADDED_COLUMNS}
+        return name if name in self._columns.get(table, {name}) else "NULL"
 
     def map_file(self, mapped: bool) -> None:
         """Whether this reader maps the file (SQLite caps the map at 2 GB unless built otherwise).
@@ -312,9 +340,10 @@ class Store:
             (row["abspath"], row["source"], row["kind"], row["size"], row["mtime_ns"], row["sha256"],
              json.dumps(chunking)))
         self.conn.executemany(
-            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(row["abspath"], n, p["text"], p["context"], p["char_start"], p["char_end"], p["line_start"],
-              p["line_end"], p["page"], p["record"], p["vector_key"]) for n, p in enumerate(passages)])
+              p["line_end"], p["page"], p["record"], p["vector_key"], p.get("location"))
+             for n, p in enumerate(passages)])
 
     def unstage(self, abspaths: Iterable[str] | None = None) -> None:
         if abspaths is None:
@@ -413,8 +442,8 @@ class Store:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(
-            "SELECT id, document_id, char_start, char_end, line_start, line_end, page, record"
-            f" FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
+            "SELECT id, document_id, char_start, char_end, line_start, line_end, page, record,"
+            f" {self._column('passages', 'location')} FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
         return {r[0]: PassageSpan(*r) for r in rows}
 
     def documents_by_id(self, ids: Iterable[int]) -> dict[int, StoredDocument]:

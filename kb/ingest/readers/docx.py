@@ -11,11 +11,13 @@ import io
 import re
 
 from ..sections import Section
+from .archive import open_zip
 
 _HEADING_STYLE = re.compile(r"^(?:Heading|Überschrift|Titre|Título)\s*(\d)$", re.IGNORECASE)
 
 
 def read_docx(raw: bytes, path: str) -> list[Section]:
+    open_zip(raw, ".docx")  # a renamed, truncated, encrypted file or a zip bomb: refused with why
     try:
         import docx
         from docx.table import Table
