@@ -11,8 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: this takes the CPU wheel, never a multi-GB CUDA build.
 	$(VENV)/bin/pip install --quiet "torch==2.13.0"
-	# [ray]: the Ray tests run against a real local Ray cluster, never skipped.
-	$(VENV)/bin/pip install --quiet -e ".[test,ray]"
+	# [ray]: the Ray tests run against a real local Ray cluster, never skipped; [office]
+	# and [ocr]: every optional reader is tested.
+	$(VENV)/bin/pip install --quiet -e ".[test,ray,office,ocr]"
 	# An editable install has no bytecode for kb until Python writes it, which it never
 	# does under PYTHONDONTWRITEBYTECODE: compile now, as pip does for a normal install
 	# (otherwise every `kb` process compiles kb from source, ~0.1 s).

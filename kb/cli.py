@@ -116,7 +116,7 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
     """
     from .knowledge_base import KnowledgeBase
     from .ingest.passages import ChunkSettings
-    from .query.render import report_text
+    from .query.render import install_hints, report_text
 
     cap = _parse_size(max_file_size)
     settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None
@@ -133,6 +133,8 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
                                             variant=None if int8 is None else ("int8" if int8 else "fp32"))
     for s in report.skipped:
         click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)
+    for hint in install_hints(report.skipped):
+        click.echo(f"kb: {hint}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     else:

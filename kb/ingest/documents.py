@@ -54,6 +54,33 @@ class Skipped:
     source: str
     reason: str
 
+    @property
+    def category(self) -> str:
+        """What kind of hole this is, for `kb info`: one of SKIP_CATEGORIES."""
+        return skip_category(self.reason)
+
+
+SKIP_CATEGORIES = ("unsupported type", "needs an extra", "no text", "encrypted", "too large", "generated",
+                   "unreadable")
+
+
+def skip_category(reason: str) -> str:
+    """The category of a skip reason (as readers and discovery word them)."""
+    text = reason.lower()
+    if text.startswith("unsupported file type"):
+        return "unsupported type"
+    if "pip install" in text or "apt-get install" in text:
+        return "needs an extra"
+    if "encrypted" in text or "password" in text:
+        return "encrypted"
+    if "size cap" in text or "too large" in text:
+        return "too large"
+    if any(w in text for w in ("generated", "minified", "lock file")):
+        return "generated"
+    if any(w in text for w in ("empty file", "no text", "no extractable text")):
+        return "no text"
+    return "unreadable"
+
 
 @dataclass
 class Discovery:

@@ -114,6 +114,23 @@ def report_text(report: IndexReport, index_dir: str) -> str:
     return "".join(parts)
 
 
+def install_hints(skipped) -> list[str]:
+    """One line per file type and install command among the skip reasons:
+    "12 .pptx files skipped: pip install 'kb[office]'"."""
+    import os
+    import re
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for s in skipped:
+        found = re.search(r"(pip install .+|apt-get install .+)$", s.reason)
+        if found:
+            suffix = os.path.splitext(s.source.split(" (")[0])[1].lower() or "other"
+            counts[(suffix, found.group(1).rstrip(")"))] += 1
+    return [f"{n} {suffix} file{'s' if n != 1 else ''} skipped: {command}"
+            for (suffix, command), n in sorted(counts.items())]
+
+
 def info_text(info: dict) -> str:
     chunking = info.get("chunking") or {}
     vectors = info.get("vector_index") or {}
