@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..sections import Section
-from . import code, docx, epub, html, jsonl, office, opendocument, pdf, rtf, tables, text
+from . import code, docx, epub, html, jsonl, mail, office, opendocument, pdf, rtf, tables, text
 
 Reader = Callable[[bytes, str], "list[Section]"]
 
@@ -35,5 +35,7 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".odp": ("slides", opendocument.read_odp),
     ".rtf": ("rtf", rtf.read_rtf),
     ".epub": ("epub", epub.read_epub),
+    ".eml": ("mail", mail.read_eml),
+    ".mbox": ("mail", mail.read_mbox),
     **{extension: ("code", code.read_code) for extension in code.LANGUAGES},
 }
