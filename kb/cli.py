@@ -258,11 +258,21 @@ def eval_(dataset_dir, split, modes, cache, vector_index, int8, as_json):
 @cli.command()
 @INDEX_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
-def info(index_dir, as_json):
+@click.option("--skipped", "list_skipped", is_flag=True,
+              help="List the files (and pages) the last `kb index` could not index, with why.")
+def info(index_dir, as_json, list_skipped):
     """Show what the index holds and how it was built."""
     from .knowledge_base import KnowledgeBase
     from .query.render import info_text
 
+    if list_skipped:
+        rows = KnowledgeBase(index_dir).skipped()
+        if as_json:
+            click.echo(json.dumps(rows, ensure_ascii=False))
+        else:
+            for row in rows:
+                click.echo(f"{row['source']}: {row['reason']}")
+        return
     data = KnowledgeBase(index_dir).info()
     click.echo(json.dumps(data) if as_json else info_text(data))
 

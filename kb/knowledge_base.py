@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ class KnowledgeBase:
         found = discover(paths, max_file_size=max_file_size)
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
+        report.ignored_files = found.ignored
         report.excluded = len(found.excluded)
         try:
             self.index_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +220,7 @@ class KnowledgeBase:
             documents, passages = store.counts()
             cached, unused = store.embedding_counts()
             staged = len(store.staged_documents())
+            skipped = store.skipped()
             layout = meta.get("vectors") or {}
             delta = store.count_after(layout["max_id"]) if layout else 0
             removed = len(store.removed_ids(layout["max_id"])) if layout else 0
@@ -239,8 +242,18 @@ class KnowledgeBase:
                               "analyzer": meta.get("lexical_analyzer")},
             "vector_cache": {"vectors": cached, "unused": unused},
             "staged_documents": staged,  # left by a killed run; the next run picks them up
+            # What the last run could not index, counted by category (kb.ingest.documents.SKIP_CATEGORIES).
+            "skipped": dict(Counter(category for _, _, category in skipped).most_common()),
             "size_bytes": size,
         }
+
+    def skipped(self) -> list[dict]:
+        """What the last run could not index: source (a file, or "file (page N)"), reason, category."""
+        store = self._open_store()
+        try:
+            return [{"source": s, "reason": r, "category": c} for s, r, c in store.skipped()]
+        finally:
+            store.close()
 
     def documents(self) -> list[dict]:
         """The indexed files: source (as cited), abspath, size, mtime_ns, sha256."""

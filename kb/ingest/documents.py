@@ -47,12 +47,14 @@ class Document:
     file: SourceFile
     sections: list[Section]
     sha256: str
+    skipped_parts: list[Skipped] = field(default_factory=list)  # pages it could not read, and why
 
 
 @dataclass(frozen=True)
 class Skipped:
-    source: str
+    source: str  # the file, or a part of it: "scan.pdf (page 3)"
     reason: str
+    file: str | None = None  # for a part, the file's source
 
     @property
     def category(self) -> str:
@@ -126,10 +128,18 @@ def read_document(file: SourceFile, raw: bytes | None = None) -> Document:
         with open(file.abspath, "rb") as f:
             raw = f.read()
     _, reader = _readers()[Path(file.abspath).suffix.lower()]
-    sections = [s for s in reader(raw, file.abspath) if s.text.strip()]
+    read = reader(raw, file.abspath)
+    sections = [s for s in read if s.text.strip()]
     if not sections:
         raise ValueError("empty file")
-    return Document(file=file, sections=sections, sha256=hashlib.sha256(raw).hexdigest())
+    parts = [Skipped(f"{file.source} ({_part(s)})", s.skipped, file=file.source)
+             for s in read if s.skipped and not s.text.strip()]
+    return Document(file=file, sections=sections, sha256=hashlib.sha256(raw).hexdigest(), skipped_parts=parts)
+
+
+def _part(section: Section) -> str:
+    return ", ".join(p for p in (f"page {section.page}" if section.page else "", section.location or "") if p) \
+        or f"line {section.first_line}"
 
 
 def _walk(given: str, skipped: list[Skipped], excluded: list[str]) -> Iterator[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +52,7 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     ignored: int = 0  # files of types kb does not read
+    ignored_files: list[str] = field(default_factory=list)  # their names, for `kb info --skipped`
     excluded: int = 0  # files and folders matched by .gitignore/.kbignore rules
     skipped: list[Skipped] = field(default_factory=list)
     documents: int = 0
@@ -157,9 +159,10 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     executor = executor or LocalExecutor(get_embedder, model.vector_id, batch)
     fresh = [f for f in plan.todo if f.abspath not in plan.staged]
     stored_sha256 = {path: d.sha256 for path, d in stored.items()}
-    for item in executor.prepare(fresh, settings=settings, stored_sha256=stored_sha256,
-                                 known=lambda keys: store.known_keys(keys, since=trust_from or 0)):
-        stager.take(item)
+    with _ocr_cache(index_dir):
+        for item in executor.prepare(fresh, settings=settings, stored_sha256=stored_sha256,
+                                     known=lambda keys: store.known_keys(keys, since=trust_from or 0)):
+            stager.take(item)
     stager.commit()
     plan.touched.extend(stager.touched)
     _crash_point("embedded")
@@ -223,6 +226,7 @@ class _Stager:
             self.documents.append(item)
             self.size += len(item.passages)
             self.report.passages_reused += item.reused
+            self.report.skipped.extend(item.document.skipped_parts)
             (self.report.changed if item.file.abspath in self.stored else self.report.added).append(item.file.source)
         elif isinstance(item, Touched):
             self.touched.append((self.stored[item.file.abspath].id, item.file))
@@ -301,6 +305,7 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
             layout = previous_layout
         _crash_point("derived-written")
         store.unstage([f.abspath for f in staged])
+        _record_skipped(store, report, staged)
         report.documents, report.passages = store.counts()
         for key, value in built_with.items():
             store.set_meta(key, value)
@@ -326,6 +331,18 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
     _remove_unused_files(index_dir, keep={lexical, *layout.files()})
     if gone or report.rebuilt:
         store.reclaim_space()
+
+
+def _record_skipped(store: Store, report: IndexReport, staged: list[SourceFile]) -> None:
+    """Keep what this run could not index in the index (`kb info`), by category."""
+    from .documents import skip_category
+
+    reread = {f.source for f in staged}
+    indexed = {d.source for d in store.documents().values()} - reread
+    rows = [(s.source, s.file or s.source, s.reason, s.category) for s in report.skipped]
+    rows += [(path, path, "unsupported file type", skip_category("unsupported file type"))
+             for path in report.ignored_files]
+    store.replace_skipped(rows, indexed)
 
 
 def _update_vectors(store: Store, index_dir: Path, generation: int, dimension: int,
@@ -358,6 +375,20 @@ def _remove_unused_files(index_dir: Path, keep: set) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------
+@contextmanager
+def _ocr_cache(index_dir: Path):
+    """OCR text cached by page content beside the index while files are read (kb.store.ocr_cache)."""
+    from ..store.ocr_cache import FILE, OcrCache
+    from .readers.ocr import use_cache
+
+    cache = OcrCache(index_dir / FILE)
+    try:
+        with use_cache(cache):
+            yield cache
+    finally:
+        cache.close()
+
+
 def _crash_point(name: str, count: int = 1) -> None:
     """Fault injection for the crash-safety tests: KB_CRASH_AT=name (or name:N, the Nth
     time there) kills this process here."""

@@ -24,6 +24,9 @@ class Section:
     # Where the section sits, in words a person can look up: "slide 3", "sheet Budget,
     # rows 2-41", "message 4", "OCR". Cited after the page (kb.query.hits.Hit.citation).
     location: str | None = None
+    # Not read, and why (a scanned page where OCR cannot run): such a section has no
+    # text; the run reports it as a skipped part of its file ("scan.pdf (page 3)").
+    skipped: str | None = None
     title: str = ""  # shown with the passage and embedded as its context
     markdown: bool = False  # headings travel with the passages under them
     single_line: bool = False  # the whole section is one line of the file (a JSONL record)

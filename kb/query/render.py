@@ -125,10 +125,12 @@ def install_hints(skipped) -> list[str]:
     for s in skipped:
         found = re.search(r"(pip install .+|apt-get install .+)$", s.reason)
         if found:
-            suffix = os.path.splitext(s.source.split(" (")[0])[1].lower() or "other"
-            counts[(suffix, found.group(1).rstrip(")"))] += 1
-    return [f"{n} {suffix} file{'s' if n != 1 else ''} skipped: {command}"
-            for (suffix, command), n in sorted(counts.items())]
+            file = s.file or s.source
+            suffix = os.path.splitext(file)[1].lower() or "other"
+            what = "page" if s.source != file else "file"  # a part: a scanned page of a PDF
+            counts[(suffix, what, found.group(1).rstrip(")"))] += 1
+    return [f"{n} {suffix} {what}{'s' if n != 1 else ''} skipped: {command}"
+            for (suffix, what, command), n in sorted(counts.items())]
 
 
 def info_text(info: dict) -> str:
@@ -161,6 +163,9 @@ def info_text(info: dict) -> str:
         ("generation", info.get("generation")),
         ("size on disk", _human_size(info["size_bytes"])),
     ]
+    skipped = info.get("skipped") or {}
+    rows.append(("skipped", ", ".join(f"{n} {category}" for category, n in skipped.items())
+                 + ("  (kb info --skipped lists them)" if skipped else "")))
     if info.get("staged_documents"):
         rows.append(("unfinished run", f"{info['staged_documents']} documents staged; `kb index` picks them up"))
     return "\n".join(f"{k:<15} {'-' if v in (None, '') else v}" for k, v in rows)

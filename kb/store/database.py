@@ -100,8 +100,10 @@ CREATE TABLE IF NOT EXISTS staged_passages (
     PRIMARY KEY (abspath, ordinal)
 );
 -- Files the last published run could not index, with why (`kb info --skipped`).
+-- file: the whole file's source (a skipped page of an indexed PDF names its file here).
 CREATE TABLE IF NOT EXISTS skipped_files (
     source TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
     reason TEXT NOT NULL,
     category TEXT NOT NULL
 );
@@ -366,6 +368,22 @@ class Store:
             self.conn.execute(
                 f"INSERT INTO passages(document_id, {_PASSAGE_COLUMNS}) SELECT ?, {_PASSAGE_COLUMNS}"
                 " FROM staged_passages WHERE abspath = ? ORDER BY ordinal", (cur.lastrowid, abspath))
+
+    def replace_skipped(self, rows: Sequence[tuple[str, str, str, str]], keep_files: set[str]) -> None:
+        """What the run could not index: (source, file, reason, category) rows replace the
+        table, except rows of files in keep_files (indexed files this run did not read
+        again, whose skipped pages still stand)."""
+        kept = [r for r in self.conn.execute("SELECT source, file, reason, category FROM skipped_files")
+                if r[1] in keep_files and r[0] != r[1]]
+        self.conn.execute("DELETE FROM skipped_files")
+        self.conn.executemany("INSERT OR REPLACE INTO skipped_files(source, file, reason, category) VALUES (?, ?, ?, ?)",
+                              [*kept, *rows])
+
+    def skipped(self) -> list[tuple[str, str, str]]:
+        """(source, reason, category) of what the last published run could not index."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'skipped_files'").fetchone():
+            return []  # an index written before kb recorded them
+        return self.conn.execute("SELECT source, reason, category FROM skipped_files ORDER BY source").fetchall()
 
     # -- reads --------------------------------------------------------------------
     def documents(self) -> dict[str, StoredDocument]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..sections import Section
-from . import code, docx, epub, html, jsonl, mail, office, opendocument, pdf, rtf, tables, text
+from . import code, docx, epub, html, jsonl, mail, ocr, office, opendocument, pdf, rtf, tables, text
 
 Reader = Callable[[bytes, str], "list[Section]"]
 
@@ -37,5 +37,6 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".epub": ("epub", epub.read_epub),
     ".eml": ("mail", mail.read_eml),
     ".mbox": ("mail", mail.read_mbox),
+    **{extension: ("image", ocr.read_image) for extension in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")},
     **{extension: ("code", code.read_code) for extension in code.LANGUAGES},
 }
