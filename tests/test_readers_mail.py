@@ -76,6 +76,9 @@ def test_mbox_is_one_record_per_message_with_attachments_as_their_own(mbox_file)
 def test_eml_and_broken_mail(tmp_path):
     [body] = read_eml(bytes(MESSAGES[0]), "lunch.eml")
     assert body.title == "Lunch on Friday" and body.location is None
+    [accented] = read_eml(bytes(message("Réunion au café", "Zoë <zoe@example.org>", "Ordre du jour : le thé.")), "x.eml")
+    assert accented.title == "Réunion au café"  # RFC 2047 encoded words decoded
+    assert accented.text.startswith("From: Zoë <zoe@example.org>") and accented.text.endswith("le thé.")
     with pytest.raises(ValueError, match="not an e-mail message"):
         read_eml(b"\x89PNG\r\n\x1a\n....", "x.eml")
     with pytest.raises(ValueError, match="not an mbox mailbox"):

@@ -17,7 +17,8 @@ import email
 import email.policy
 import os
 import re
-from email.message import EmailMessage
+from email.header import decode_header, make_header
+from email.message import Message
 
 from ..sections import Section, one_after_another
 from .html import read_html
@@ -46,48 +47,57 @@ def read_mbox(raw: bytes, path: str) -> list[Section]:
 
 
 def _message(raw: bytes, place: str) -> list[Section]:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    # compat32, the stdlib's classic parser: the modern policy parses every header into
+    # objects and took 3x as long per message; kb needs only a few headers' text.
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
     subject = _header(message, "subject")
     lines = [f"{name}: {value}" for name in ("From", "To", "Date") if (value := _header(message, name.lower()))]
     body = _body(message)
     text = "\n".join(lines) + ("\n\n" + body if body else "")
     sections = [Section(text, title=subject, location=place or None)] if text.strip() else []
-    for part in message.iter_attachments():
-        sections.extend(_attachment(part, subject, place))
+    for part in message.walk():
+        if part.get_filename() and not part.is_multipart():
+            sections.extend(_attachment(part, subject, place))
     return sections
 
 
-def _header(message: EmailMessage, name: str) -> str:
-    try:
-        value = message.get(name)
-    except Exception:  # a malformed header is read as missing, not fatal to the message
+def _header(message: Message, name: str) -> str:
+    value = message.get(name)
+    if value is None:
         return ""
-    return " ".join(str(value).split()) if value is not None else ""
-
-
-def _body(message: EmailMessage) -> str:
     try:
-        part = message.get_body(preferencelist=("plain", "html"))
-    except Exception:
-        part = None
+        value = str(make_header(decode_header(str(value))))  # =?utf-8?q?...?= words decoded
+    except Exception:  # a malformed encoded word: keep the header as it stands
+        value = str(value)
+    return " ".join(value.split())
+
+
+def _body(message: Message) -> str:
+    """The first text/plain part that is not an attachment, else the first text/html one."""
+    parts = [p for p in message.walk() if not p.is_multipart() and not p.get_filename()
+             and p.get_content_maintype() == "text"]
+    part = next((p for p in parts if p.get_content_subtype() == "plain"), None) or \
+        next((p for p in parts if p.get_content_subtype() == "html"), None)
     if part is None:
         return ""
+    payload = part.get_payload(decode=True) or b""
     try:
-        content = part.get_content()
-    except Exception:  # an unknown charset or broken transfer encoding: read the raw bytes
-        content = decode_text(part.get_payload(decode=True) or b"")
-    if isinstance(content, bytes):
-        content = decode_text(content)
+        content = payload.decode(part.get_content_charset() or "utf-8")
+    except (LookupError, UnicodeDecodeError):  # an unknown or wrong charset: guess it from the bytes
+        try:
+            content = decode_text(payload)
+        except ValueError:
+            return ""
     content = content.replace("\r\n", "\n").replace("\r", "\n")
     if part.get_content_subtype() == "html":
         return "\n\n".join(s.text for s in read_html(content.encode("utf-8"), "message.html"))
     return content.strip("\n")
 
 
-def _attachment(part: EmailMessage, subject: str, place: str) -> list[Section]:
+def _attachment(part: Message, subject: str, place: str) -> list[Section]:
     from . import READERS  # the registry imports this module: look it up when needed
 
-    name = os.path.basename(part.get_filename() or "")
+    name = os.path.basename(_decoded_name(part.get_filename() or ""))
     known = READERS.get(os.path.splitext(name)[1].lower())
     if not name or known is None or known[1] in (read_eml, read_mbox):
         return []
@@ -100,3 +110,10 @@ def _attachment(part: EmailMessage, subject: str, place: str) -> list[Section]:
     return [Section(s.text, title=" > ".join(t for t in (subject, s.title) if t), markdown=s.markdown,
                     location=", ".join(p for p in (where, f"page {s.page}" if s.page else "", s.location or "") if p))
             for s in found]
+
+
+def _decoded_name(name: str) -> str:
+    try:
+        return str(make_header(decode_header(name)))
+    except Exception:
+        return name
