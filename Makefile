@@ -12,9 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: this takes the CPU wheel, never a multi-GB CUDA build.
 	$(VENV)/bin/pip install --quiet "torch==2.13.0"
-	# [ray]: the Ray tests run against a real local Ray cluster, never skipped.
-	# [docs]: MkDocs builds docs/, cog regenerates the CLI reference from --help.
-	$(VENV)/bin/pip install --quiet -e ".[test,ray,docs]"
+	# [ray]: the Ray tests run against a real local Ray cluster, never skipped; [office]
+	# and [ocr]: every optional reader is tested; [docs]: MkDocs builds docs/, cog
+	# regenerates the CLI reference from --help.
+	$(VENV)/bin/pip install --quiet -e ".[test,ray,office,ocr,docs]"
 	# An editable install has no bytecode for kb until Python writes it, which it never
 	# does under PYTHONDONTWRITEBYTECODE: compile now, as pip does for a normal install
 	# (otherwise every `kb` process compiles kb from source, ~0.1 s).

@@ -115,7 +115,7 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
     """
     from .knowledge_base import KnowledgeBase
     from .ingest.passages import ChunkSettings
-    from .query.render import report_text
+    from .query.render import install_hints, report_text
 
     cap = _parse_size(max_file_size)
     settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None
@@ -132,6 +132,8 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
                                             variant=None if int8 is None else ("int8" if int8 else "fp32"))
     for s in report.skipped:
         click.echo(f"kb: skipped {s.source}: {s.reason}", err=True)
+    for hint in install_hints(report.skipped):
+        click.echo(f"kb: {hint}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
@@ -318,11 +320,21 @@ def eval_(dataset_dir, split, modes, cache, vector_index, int8, as_json):
 @cli.command()
 @INDEX_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
-def info(index_dir, as_json):
+@click.option("--skipped", "list_skipped", is_flag=True,
+              help="List the files (and pages) the last `kb index` could not index, with why.")
+def info(index_dir, as_json, list_skipped):
     """Show what the index holds and how it was built."""
     from .knowledge_base import KnowledgeBase
     from .query.render import info_text
 
+    if list_skipped:
+        rows = KnowledgeBase(index_dir).skipped()
+        if as_json:
+            click.echo(json.dumps(rows, ensure_ascii=False))
+        else:
+            for row in rows:
+                click.echo(f"{row['source']}: {row['reason']}")
+        return
     data = KnowledgeBase(index_dir).info()
     click.echo(json.dumps(data) if as_json else info_text(data))
 

@@ -14,6 +14,7 @@ import fcntl
 import os
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,7 @@ class KnowledgeBase:
                                             follow_symlinks=follow_symlinks)
         report.skipped.extend(found.skipped)
         report.ignored = len(found.ignored)
+        report.ignored_files = found.ignored
         report.excluded = len(found.excluded)
         try:
             self.index_dir.mkdir(parents=True, exist_ok=True)
@@ -279,6 +281,7 @@ class KnowledgeBase:
             documents, passages = store.counts()
             cached, unused = store.embedding_counts()
             staged = len(store.staged_documents())
+            skipped = store.skipped()
             layout = meta.get("vectors") or {}
             delta = store.count_after(layout["max_id"]) if layout else 0
             removed = len(store.removed_ids(layout["max_id"])) if layout else 0
@@ -301,8 +304,18 @@ class KnowledgeBase:
             "vector_cache": {"vectors": cached, "unused": unused},
             "staged_documents": staged,  # left by a killed run; the next run picks them up
             "watcher": attached_watcher(self.index_dir),  # pid, since, paths, last_update; or None
+            # What the last run could not index, counted by category (kb.ingest.documents.SKIP_CATEGORIES).
+            "skipped": dict(Counter(category for _, _, category in skipped).most_common()),
             "size_bytes": size,
         }
+
+    def skipped(self) -> list[dict]:
+        """What the last run could not index: source (a file, or "file (page N)"), reason, category."""
+        store = self._open_store()
+        try:
+            return [{"source": s, "reason": r, "category": c} for s, r, c in store.skipped()]
+        finally:
+            store.close()
 
     def documents(self) -> list[dict]:
         """The indexed files: source (as cited), abspath, size, mtime_ns, sha256."""

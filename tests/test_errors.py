@@ -96,10 +96,10 @@ def test_unreadable_file_is_skipped_and_named(in_tmp):
 
 def test_explicit_unsupported_file_is_skipped(in_tmp):
     (in_tmp / "a.txt").write_text("Some text about tea.", encoding="utf-8")
-    (in_tmp / "image.png").write_bytes(b"\x89PNG....")
-    result = run("index", "a.txt", "image.png")
+    (in_tmp / "image.psd").write_bytes(b"8BPS....")
+    result = run("index", "a.txt", "image.psd")
     assert result.exit_code == EXIT_SKIPPED_FILES
-    assert "image.png: unsupported file type" in result.stderr
+    assert "image.psd: unsupported file type" in result.stderr
 
 
 def test_second_writer_is_refused(article_index, tmp_path):

@@ -162,7 +162,7 @@ def messy(in_tmp):
     (docs / "empty.md").write_bytes(b"")
     (docs / "blob.txt").write_bytes(os.urandom(64) + b"\x00" * 64)
     (docs / "huge.txt").write_bytes(b"big " * 300_000)  # 1.2 MB, over the cap below
-    (docs / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (docs / "drawing.psd").write_bytes(b"8BPS")
     (docs / ".hidden").mkdir()
     (docs / ".hidden" / "secret.txt").write_text("hidden folder text", encoding="utf-8")
     (docs / "sub" / "build").mkdir()
@@ -193,7 +193,7 @@ def test_messy_folder_indexes_what_it_can_and_names_the_rest(messy):
     assert "over the size cap of 1.0 MB" in skipped["docs/huge.txt"]
     assert "symbolic links" in skipped["docs/self.txt"]
     assert skipped["docs/pipe.txt"] == "not a regular file"
-    assert report["ignored"] == 1  # photo.png
+    assert report["ignored"] == 1  # drawing.psd
     assert report["excluded"] == 3  # sub/build/, sub/notes.log.txt, draft-1.md
     for source in skipped:
         assert f"kb: skipped {source}: " in result.stderr

@@ -98,8 +98,10 @@ def make_docx(text: str) -> bytes:
 def test_docx_that_expands_past_the_limit_is_refused(monkeypatch):
     raw = make_docx("Kettles boil water.")
     assert "Kettles" in docx_reader.read_docx(raw, "ok.docx")[0].text
-    monkeypatch.setattr(docx_reader, "MAX_EXPANDED", 1000)
-    with pytest.raises(ValueError, match="expands to .* over the limit"):
+    from kb.ingest.readers import archive
+
+    monkeypatch.setattr(archive, "MAX_UNPACKED", 1000)
+    with pytest.raises(ValueError, match="unpacks to .* zip bomb"):
         docx_reader.read_docx(raw, "bomb.docx")
 
 

@@ -107,6 +107,7 @@ class _P:
     document_id: int
     page: int | None = None
     record: str | None = None
+    location: str | None = None  # slide, sheet rows, message: offsets count within it
 
 
 @dataclass
@@ -127,17 +128,18 @@ def test_merge_overlaps_unions_the_citation():
     source = "one two three four five six seven eight nine ten"
     spans, texts = {}, {}
 
-    def cand(pid, doc, a, b, score, line=1, record=None):
-        spans[pid] = PassageSpan(pid, doc, a, b, line, line, None, record)
+    def cand(pid, doc, a, b, score, line=1, record=None, location=None):
+        spans[pid] = PassageSpan(pid, doc, a, b, line, line, None, record, location)
         texts[pid] = (source[a:b], "")
-        return _C(_P(pid, doc, record=record), score, a, b, line, line, (pid,))
+        return _C(_P(pid, doc, record=record, location=location), score, a, b, line, line, (pid,))
     best = cand(1, 1, 8, 24, 0.9, line=2)  # "three four five "
     overlapping = cand(2, 1, 14, 33, 0.8, line=3)
     other_doc = cand(3, 2, 8, 24, 0.7)
     other_record = cand(4, 1, 8, 24, 0.6, record="r2")
     disjoint = cand(5, 1, 40, 48, 0.5)
-    merged = merge_overlaps([best, overlapping, other_doc, other_record, disjoint])
-    assert [c.passage.id for c in merged] == [1, 3, 4, 5]
+    other_slide = cand(6, 1, 8, 24, 0.4, location="slide 2")  # same offsets, another section
+    merged = merge_overlaps([best, overlapping, other_doc, other_record, disjoint, other_slide])
+    assert [c.passage.id for c in merged] == [1, 3, 4, 5, 6]
     top = merged[0]
     assert (top.char_start, top.char_end, top.score) == (8, 33, 0.9)
     assert top.parts == (1, 2)

@@ -55,12 +55,41 @@ class Document:
     file: SourceFile
     sections: list[Section]
     sha256: str
+    skipped_parts: list[Skipped] = field(default_factory=list)  # pages it could not read, and why
 
 
 @dataclass(frozen=True)
 class Skipped:
-    source: str
+    source: str  # the file, or a part of it: "scan.pdf (page 3)"
     reason: str
+    file: str | None = None  # for a part, the file's source
+
+    @property
+    def category(self) -> str:
+        """What kind of hole this is, for `kb info`: one of SKIP_CATEGORIES."""
+        return skip_category(self.reason)
+
+
+SKIP_CATEGORIES = ("unsupported type", "needs an extra", "no text", "encrypted", "too large", "generated",
+                   "unreadable")
+
+
+def skip_category(reason: str) -> str:
+    """The category of a skip reason (as readers and discovery word them)."""
+    text = reason.lower()
+    if text.startswith("unsupported file type"):
+        return "unsupported type"
+    if "pip install" in text or "apt-get install" in text:
+        return "needs an extra"
+    if "encrypted" in text or "password" in text:
+        return "encrypted"
+    if "size cap" in text or "too large" in text:
+        return "too large"
+    if any(w in text for w in ("generated", "minified", "lock file")):
+        return "generated"
+    if any(w in text for w in ("empty file", "no text", "no extractable text")):
+        return "no text"
+    return "unreadable"
 
 
 @dataclass
@@ -123,10 +152,18 @@ def read_document(file: SourceFile, raw: bytes | None = None) -> Document:
         with open(file.abspath, "rb") as f:
             raw = f.read()
     _, reader = _readers()[Path(file.abspath).suffix.lower()]
-    sections = [s for s in reader(raw, file.abspath) if s.text.strip()]
+    read = reader(raw, file.abspath)
+    sections = [s for s in read if s.text.strip()]
     if not sections:
         raise ValueError("empty file")
-    return Document(file=file, sections=sections, sha256=hashlib.sha256(raw).hexdigest())
+    parts = [Skipped(f"{file.source} ({_part(s)})", s.skipped, file=file.source)
+             for s in read if s.skipped and not s.text.strip()]
+    return Document(file=file, sections=sections, sha256=hashlib.sha256(raw).hexdigest(), skipped_parts=parts)
+
+
+def _part(section: Section) -> str:
+    return ", ".join(p for p in (f"page {section.page}" if section.page else "", section.location or "") if p) \
+        or f"line {section.first_line}"
 
 
 def _outside(link: str, roots: list[str]) -> str | None:

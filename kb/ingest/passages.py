@@ -44,6 +44,7 @@ class Passage:
     line_end: int
     page: int | None = None
     record: str | None = None
+    location: str | None = None  # the section's label: "slide 3", "rows 2-41" (kb.ingest.sections)
 
     @property
     def embedding_text(self) -> str:
@@ -78,6 +79,7 @@ def _section_passages(section: Section, counter: TokenCounter, settings: ChunkSe
             line_end=first + bisect_right(newlines, c.char_end - 1),
             page=section.page,
             record=section.record,
+            location=section.location,
         )
         for c in chunks
     ]

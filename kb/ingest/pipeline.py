@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,7 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     ignored: int = 0  # files of types kb does not read
+    ignored_files: list[str] = field(default_factory=list)  # their names, for `kb info --skipped`
     excluded: int = 0  # files and folders matched by .gitignore/.kbignore rules
     skipped: list[Skipped] = field(default_factory=list)
     documents: int = 0
@@ -122,6 +124,7 @@ class _Plan:
     gone: list[StoredDocument]  # documents to drop: files removed, changed, or now unreadable
     touched: list[tuple[int, SourceFile]]  # same bytes, new mtime or citation path
     staged: set[str]  # abspaths of todo already staged by a killed run
+    scope: set[str] | None = None  # a watcher's update: only these paths (and under them) were looked at
 
 
 def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: IndexReport, *,
@@ -174,9 +177,10 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
     executor = executor or LocalExecutor(get_embedder, model.vector_id, batch)
     fresh = [f for f in plan.todo if f.abspath not in plan.staged]
     stored_sha256 = {path: d.sha256 for path, d in stored.items()}
-    for item in executor.prepare(fresh, settings=settings, stored_sha256=stored_sha256,
-                                 known=lambda keys: store.known_keys(keys, since=trust_from or 0)):
-        stager.take(item)
+    with _ocr_cache(index_dir):
+        for item in executor.prepare(fresh, settings=settings, stored_sha256=stored_sha256,
+                                     known=lambda keys: store.known_keys(keys, since=trust_from or 0)):
+            stager.take(item)
     stager.commit()
     plan.touched.extend(stager.touched)
     _crash_point("embedded")
@@ -238,7 +242,7 @@ def _plan(store: Store, files: Sequence[SourceFile], report: IndexReport, settin
     # Staged documents this run will not use (a killed run's, for other files or versions).
     with store.transaction():
         store.unstage([a for a in staged if a not in reusable])
-    return _Plan(todo, gone, touched, reusable)
+    return _Plan(todo, gone, touched, reusable, None if scope is None else {os.path.normpath(p) for p in scope})
 
 
 # -- prepare and stage -------------------------------------------------------------------
@@ -268,6 +272,7 @@ class _Stager:
             self.documents.append(item)
             self.size += len(item.passages)
             self.report.passages_reused += item.reused
+            self.report.skipped.extend(item.document.skipped_parts)
             (self.report.changed if item.file.abspath in self.stored else self.report.added).append(item.file.source)
         elif isinstance(item, Touched):
             self.touched.append((self.stored[item.file.abspath].id, item.file))
@@ -352,6 +357,7 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
                 layout = previous_layout
             _crash_point("derived-written")
             store.unstage([f.abspath for f in staged])
+            _record_skipped(store, report, staged, plan.scope)
             report.documents, report.passages = store.counts()
             for key, value in built_with.items():
                 store.set_meta(key, value)
@@ -387,6 +393,21 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
     _remove_unused_files(index_dir, keep={lexical, *layout.files()})
     if gone or report.rebuilt:
         store.reclaim_space()
+
+
+def _record_skipped(store: Store, report: IndexReport, staged: list[SourceFile],
+                    scope: set[str] | None = None) -> None:
+    """Keep what this run could not index in the index (`kb info`), by category. A
+    watcher's update looked only at its scope: what was skipped elsewhere still stands."""
+    from .documents import skip_category
+
+    reread = {f.source for f in staged}
+    indexed = {d.source for d in store.documents().values()} - reread
+    rows = [(s.source, s.file or s.source, s.reason, s.category) for s in report.skipped]
+    rows += [(path, path, "unsupported file type", skip_category("unsupported file type"))
+             for path in report.ignored_files]
+    outside = None if scope is None else (lambda file: not _within(os.path.abspath(file), scope))
+    store.replace_skipped(rows, indexed, outside)
 
 
 def _update_vectors(store: Store, index_dir: Path, generation: int, dimension: int,
@@ -430,6 +451,20 @@ def _within(abspath: str, scope: set[str]) -> bool:
         abspath = parent
 
 
+@contextmanager
+def _ocr_cache(index_dir: Path):
+    """OCR text cached by page content beside the index while files are read (kb.store.ocr_cache)."""
+    from ..store.ocr_cache import FILE, OcrCache
+    from .readers.ocr import use_cache
+
+    cache = OcrCache(index_dir / FILE)
+    try:
+        with use_cache(cache):
+            yield cache
+    finally:
+        cache.close()
+
+
 def _crash_point(name: str, count: int = 1) -> None:
     """Fault injection for the crash-safety tests: KB_CRASH_AT=name (or name:N, the Nth
     time there) kills this process here."""
@@ -461,4 +496,4 @@ def _document_row(doc: Document) -> dict:
 def _passage_row(p: Passage, key: bytes) -> dict:
     return {"text": p.text, "context": p.context, "char_start": p.char_start, "char_end": p.char_end,
             "line_start": p.line_start, "line_end": p.line_end, "page": p.page, "record": p.record,
-            "vector_key": key}
+            "location": p.location, "vector_key": key}

@@ -21,6 +21,25 @@ class Section:
     first_line: int = 1  # line number in the source file of text's first line
     page: int | None = None  # 1-based page (PDF)
     record: str | None = None  # record id (JSONL)
+    # Where the section sits, in words a person can look up: "slide 3", "sheet Budget,
+    # rows 2-41", "message 4", "OCR". Cited after the page (kb.query.hits.Hit.citation).
+    location: str | None = None
+    # Not read, and why (a scanned page where OCR cannot run): such a section has no
+    # text; the run reports it as a skipped part of its file ("scan.pdf (page 3)").
+    skipped: str | None = None
     title: str = ""  # shown with the passage and embedded as its context
     markdown: bool = False  # headings travel with the passages under them
     single_line: bool = False  # the whole section is one line of the file (a JSONL record)
+
+
+def one_after_another(sections: list[Section]) -> list[Section]:
+    """The sections with line numbers counted on through them, as if their texts stood
+    one below the other: a citation's lines then name one place in the whole document
+    (the extracted text of a deck, a workbook or a mailbox), whatever section it is in."""
+    from dataclasses import replace
+
+    laid_out, line = [], 1
+    for s in sections:
+        laid_out.append(replace(s, first_line=line))
+        line += s.text.count("\n") + 1
+    return laid_out

@@ -25,6 +25,9 @@ class Hit:
     fused: float | None = None  # hybrid mode: the weighted sum of dense and lexical
     sentence_start: int | None = None  # the sentence that best answers the question,
     sentence_end: int | None = None  # as char offsets like char_start/char_end
+    # Where in the file, for formats whose places are not pages or records: "slide 3",
+    # "sheet Budget, rows 2-41", "message 4", "OCR" (text read from an image).
+    location: str | None = None
 
     @property
     def sentence(self) -> str:
@@ -47,6 +50,7 @@ class Hit:
         where = f"{self.source}:{lines}"
         if self.record is not None:
             where += f" #{self.record}"
-        if self.page is not None:
-            where += f" (page {self.page})"
+        places = ([f"page {self.page}"] if self.page is not None else []) + ([self.location] if self.location else [])
+        if places:
+            where += f" ({', '.join(places)})"
         return where

@@ -117,6 +117,25 @@ def report_text(report: IndexReport, index_dir: str) -> str:
     return "".join(parts)
 
 
+def install_hints(skipped) -> list[str]:
+    """One line per file type and install command among the skip reasons:
+    "12 .pptx files skipped: pip install 'kb[office]'"."""
+    import os
+    import re
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for s in skipped:
+        found = re.search(r"(pip install .+|apt-get install .+)$", s.reason)
+        if found:
+            file = s.file or s.source
+            suffix = os.path.splitext(file)[1].lower() or "other"
+            what = "page" if s.source != file else "file"  # a part: a scanned page of a PDF
+            counts[(suffix, what, found.group(1).rstrip(")"))] += 1
+    return [f"{n} {suffix} {what}{'s' if n != 1 else ''} skipped: {command}"
+            for (suffix, what, command), n in sorted(counts.items())]
+
+
 def info_text(info: dict) -> str:
     chunking = info.get("chunking") or {}
     vectors = info.get("vector_index") or {}
@@ -147,6 +166,9 @@ def info_text(info: dict) -> str:
         ("generation", info.get("generation")),
         ("size on disk", _human_size(info["size_bytes"])),
     ]
+    skipped = info.get("skipped") or {}
+    rows.append(("skipped", ", ".join(f"{n} {category}" for category, n in skipped.items())
+                 + ("  (kb info --skipped lists them)" if skipped else "")))
     if info.get("staged_documents"):
         rows.append(("unfinished run", f"{info['staged_documents']} documents staged; `kb index` picks them up"))
     rows.append(("watcher", _watcher_text(info.get("watcher"))))

@@ -274,9 +274,10 @@ def merge_overlaps(candidates: list) -> list:
     its score stays the better one. Input is best first; so is the output.
     """
     kept: list = []
-    by_section: dict[tuple, list[int]] = {}  # (document, page, record) -> indexes into kept
+    by_section: dict[tuple, list[int]] = {}  # (document, page, record, location) -> indexes
     for c in candidates:
-        same = by_section.setdefault((c.passage.document_id, c.passage.page, c.passage.record), [])
+        same = by_section.setdefault((c.passage.document_id, c.passage.page, c.passage.record,
+                                       c.passage.location), [])
         for i in same:
             if c.char_start < kept[i].char_end and kept[i].char_start < c.char_end:
                 kept[i] = _union(kept[i], c)
@@ -367,5 +368,5 @@ def _hit(rank: int, c: _Candidate, text: str, document: StoredDocument, context:
 
     return Hit(rank=rank, score=r(c.score), text=text, source=document.source, line_start=c.line_start,
                line_end=c.line_end, char_start=c.char_start, char_end=c.char_end, context=context,
-               passage_id=p.id, stale=stale, page=p.page, record=p.record,
+               passage_id=p.id, stale=stale, page=p.page, record=p.record, location=p.location,
                dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused))

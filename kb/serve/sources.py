@@ -112,7 +112,15 @@ def document_text(file: IndexedFile) -> str:
         from ..ingest.readers.text import decode_text
 
         return decode_text(raw)
-    return "\f".join(s.text for s in document.sections)
+    if any(s.page is not None for s in document.sections):
+        return "\f".join(s.text for s in document.sections)
+    # Slides, sheets, messages, row groups: each section starts on the line its
+    # citations count from, so the whole text is laid out line by line.
+    lines: list[str] = []
+    for s in document.sections:
+        lines.extend([""] * max(0, s.first_line - 1 - len(lines)))
+        lines.extend(s.text.split("\n"))
+    return "\n".join(lines)
 
 
 def indexed_bytes(file: IndexedFile) -> tuple[bytes, os.stat_result]:

@@ -30,7 +30,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS passages (
     line_end INTEGER NOT NULL,
     page INTEGER,
     record TEXT,
-    vector_key BLOB NOT NULL
+    vector_key BLOB NOT NULL,
+    location TEXT
 );
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages(document_id);
 CREATE INDEX IF NOT EXISTS passages_by_vector_key ON passages(vector_key);
@@ -104,11 +105,24 @@ CREATE TABLE IF NOT EXISTS staged_passages (
     page INTEGER,
     record TEXT,
     vector_key BLOB NOT NULL,
+    location TEXT,
     PRIMARY KEY (abspath, ordinal)
+);
+-- Files the last published run could not index, with why (`kb info --skipped`).
+-- file: the whole file's source (a skipped page of an indexed PDF names its file here).
+CREATE TABLE IF NOT EXISTS skipped_files (
+    source TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    category TEXT NOT NULL
 );
 """
 
-_PASSAGE_COLUMNS = "ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key"
+_PASSAGE_COLUMNS = ("ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key,"
+                    " location")
+# Columns added to a table after format 2 was released: a writer adds them to an older
+# file (ALTER TABLE, no rebuild); a reader of an older file reads them as NULL.
+_ADDED_COLUMNS = {"passages": {"location": "TEXT"}, "staged_passages": {"location": "TEXT"}}
 
 
 def vector_key(text: str) -> bytes:
@@ -137,6 +151,7 @@ class PassageSpan(NamedTuple):
     line_end: int
     page: int | None
     record: str | None
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,7 @@ class Store:
                     raise IndexMismatch(f"index {path} has format {version}, this kb writes format "
                                         f"{SCHEMA_VERSION}; run `kb index --rebuild`")
                 self.conn.executescript(_SCHEMA)
+                self._add_columns()
             version = self.get_meta("schema_version")
         except sqlite3.Error as e:
             error = classify(e, path.parent)
@@ -207,6 +223,20 @@ class Store:
         self.immutable = True
         return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
                                check_same_thread=False)
+
+    def _add_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+    def _column(self, table: str, name: str) -> str:
+        """name, or NULL when this (older) file's table lacks that column."""
+        if not hasattr(self, "_columns"):
+            self._columns = {t: {r[1] for r in self.conn.execute(f"PRAGMA table_info({t})")}
+                             for t in _ADDED_COLUMNS}
+        return name if name in self._columns.get(table, {name}) else "NULL"
 
     def map_file(self, mapped: bool) -> None:
         """Whether this reader maps the file (SQLite caps the map at 2 GB unless built otherwise).
@@ -350,9 +380,10 @@ class Store:
             (row["abspath"], row["source"], row["kind"], row["size"], row["mtime_ns"], row["sha256"],
              json.dumps(chunking)))
         self.conn.executemany(
-            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(row["abspath"], n, p["text"], p["context"], p["char_start"], p["char_end"], p["line_start"],
-              p["line_end"], p["page"], p["record"], p["vector_key"]) for n, p in enumerate(passages)])
+              p["line_end"], p["page"], p["record"], p["vector_key"], p.get("location"))
+             for n, p in enumerate(passages)])
 
     def unstage(self, abspaths: Iterable[str] | None = None) -> None:
         if abspaths is None:
@@ -375,6 +406,24 @@ class Store:
             self.conn.execute(
                 f"INSERT INTO passages(document_id, {_PASSAGE_COLUMNS}) SELECT ?, {_PASSAGE_COLUMNS}"
                 " FROM staged_passages WHERE abspath = ? ORDER BY ordinal", (cur.lastrowid, abspath))
+
+    def replace_skipped(self, rows: Sequence[tuple[str, str, str, str]], keep_files: set[str],
+                        outside: Callable[[str], bool] | None = None) -> None:
+        """What the run could not index: (source, file, reason, category) rows replace the
+        table, except rows of files in keep_files (indexed files this run did not read
+        again, whose skipped pages still stand) and rows of files the run did not look at
+        (outside(file) is true: a watcher's update)."""
+        kept = [r for r in self.conn.execute("SELECT source, file, reason, category FROM skipped_files")
+                if (r[1] in keep_files and r[0] != r[1]) or (outside is not None and outside(r[1]))]
+        self.conn.execute("DELETE FROM skipped_files")
+        self.conn.executemany("INSERT OR REPLACE INTO skipped_files(source, file, reason, category) VALUES (?, ?, ?, ?)",
+                              [*kept, *rows])
+
+    def skipped(self) -> list[tuple[str, str, str]]:
+        """(source, reason, category) of what the last published run could not index."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'skipped_files'").fetchone():
+            return []  # an index written before kb recorded them
+        return self.conn.execute("SELECT source, reason, category FROM skipped_files ORDER BY source").fetchall()
 
     # -- reads --------------------------------------------------------------------
     def documents(self) -> dict[str, StoredDocument]:
@@ -451,8 +500,8 @@ class Store:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(
-            "SELECT id, document_id, char_start, char_end, line_start, line_end, page, record"
-            f" FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
+            "SELECT id, document_id, char_start, char_end, line_start, line_end, page, record,"
+            f" {self._column('passages', 'location')} FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
         return {r[0]: PassageSpan(*r) for r in rows}
 
     def documents_by_id(self, ids: Iterable[int]) -> dict[int, StoredDocument]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..sections import Section
-from . import docx, html, jsonl, pdf, text
+from . import code, docx, epub, html, jsonl, mail, ocr, office, opendocument, pdf, rtf, tables, text
 
 Reader = Callable[[bytes, str], "list[Section]"]
 
@@ -26,4 +26,17 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".xhtml": ("html", html.read_html),
     ".pdf": ("pdf", pdf.read_pdf),
     ".docx": ("docx", docx.read_docx),
+    ".csv": ("table", tables.read_csv),
+    ".tsv": ("table", tables.read_csv),
+    ".pptx": ("slides", office.read_pptx),
+    ".xlsx": ("spreadsheet", office.read_xlsx),
+    ".odt": ("odt", opendocument.read_odt),
+    ".ods": ("spreadsheet", opendocument.read_ods),
+    ".odp": ("slides", opendocument.read_odp),
+    ".rtf": ("rtf", rtf.read_rtf),
+    ".epub": ("epub", epub.read_epub),
+    ".eml": ("mail", mail.read_eml),
+    ".mbox": ("mail", mail.read_mbox),
+    **{extension: ("image", ocr.read_image) for extension in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")},
+    **{extension: ("code", code.read_code) for extension in code.LANGUAGES},
 }

@@ -4,9 +4,9 @@ python-docx is the maintained standard reader (MIT, only lxml underneath), and a
 .docx is a zip of XML, so this is cheap. Offsets and line numbers of a .docx
 citation refer to the extracted text. The core-properties title is the section title.
 
-Bounded work: a .docx whose parts would expand to over MAX_EXPANDED bytes (a zip bomb:
-a few MB that inflate to gigabytes of XML) is refused before anything is inflated;
-lxml's own limits (no huge trees) bound the XML's depth.
+Bounded work: a .docx whose parts would unpack to over kb.ingest.readers.archive's
+MAX_UNPACKED bytes (a zip bomb: a few MB that inflate to gigabytes of XML) is refused
+before anything is inflated; lxml's own limits (no huge trees) bound the XML's depth.
 """
 
 from __future__ import annotations
@@ -15,22 +15,13 @@ import io
 import re
 
 from ..sections import Section
+from .archive import open_zip
 
-MAX_EXPANDED = 512 * 1024 * 1024
 _HEADING_STYLE = re.compile(r"^(?:Heading|Überschrift|Titre|Título)\s*(\d)$", re.IGNORECASE)
 
 
 def read_docx(raw: bytes, path: str) -> list[Section]:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise ValueError(f"unreadable .docx ({str(e).strip()[:80] or type(e).__name__})") from None
-    if expanded > MAX_EXPANDED:
-        raise ValueError(f"the .docx expands to {expanded / 2**20:,.0f} MB, over the limit of "
-                         f"{MAX_EXPANDED / 2**20:,.0f} MB (a zip bomb?)")
+    open_zip(raw, ".docx")  # a renamed, truncated, encrypted file or a zip bomb: refused with why
     try:
         import docx
         from docx.table import Table

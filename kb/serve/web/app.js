@@ -36,7 +36,10 @@ function citation(hit) {
   const lines = hit.line_start === hit.line_end ? `${hit.line_start}` : `${hit.line_start}-${hit.line_end}`;
   let where = `${hit.source}:${lines}`;
   if (hit.record !== null) where += ` #${hit.record}`;
-  if (hit.page !== null) where += ` (page ${hit.page})`;
+  const places = [];
+  if (hit.page !== null) places.push(`page ${hit.page}`);
+  if (hit.location) places.push(hit.location);
+  if (places.length) where += ` (${places.join(", ")})`;
   return where;
 }
 
