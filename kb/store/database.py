@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS passages (
     line_end INTEGER NOT NULL,
     page INTEGER,
     record TEXT,
-    vector_key BLOB NOT NULL
+    vector_key BLOB NOT NULL,
+    indexed TEXT  -- what is embedded and BM25-indexed, when not the text (kb.ingest.passages)
 );
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages(document_id);
 CREATE INDEX IF NOT EXISTS passages_by_vector_key ON passages(vector_key);
@@ -95,11 +96,15 @@ CREATE TABLE IF NOT EXISTS staged_passages (
     page INTEGER,
     record TEXT,
     vector_key BLOB NOT NULL,
+    indexed TEXT,
     PRIMARY KEY (abspath, ordinal)
 );
 """
 
-_PASSAGE_COLUMNS = "ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key"
+_PASSAGE_COLUMNS = ("ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key,"
+                    " indexed")
+# Columns added to a format-2 file since it was first written: added in place on open.
+_ADDED_COLUMNS = (("passages", "indexed", "TEXT"), ("staged_passages", "indexed", "TEXT"))
 
 
 def vector_key(text: str) -> bytes:
@@ -170,6 +175,7 @@ class Store:
                     raise IndexMismatch(f"index {path} has format {version}, this kb writes format "
                                         f"{SCHEMA_VERSION}; run `kb index --rebuild`")
                 self.conn.executescript(_SCHEMA)
+                self._add_columns()
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise CorruptIndex(f"index database {path} is unreadable ({e}); run `kb index --rebuild`") from None
@@ -192,6 +198,13 @@ class Store:
         against 9 ms read by pread (bench/cold_pages.py); when it holds them, the two are
         alike (1.0-1.2 ms)."""
         self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES if mapped else 0}")
+
+    def _add_columns(self) -> None:
+        """An index written before a column existed gets it (NULL: the text itself)."""
+        for table, column, kind in _ADDED_COLUMNS:
+            names = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in names:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _has_meta(self) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
@@ -312,9 +325,10 @@ class Store:
             (row["abspath"], row["source"], row["kind"], row["size"], row["mtime_ns"], row["sha256"],
              json.dumps(chunking)))
         self.conn.executemany(
-            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(row["abspath"], n, p["text"], p["context"], p["char_start"], p["char_end"], p["line_start"],
-              p["line_end"], p["page"], p["record"], p["vector_key"]) for n, p in enumerate(passages)])
+              p["line_end"], p["page"], p["record"], p["vector_key"], p.get("indexed"))
+             for n, p in enumerate(passages)])
 
     def unstage(self, abspaths: Iterable[str] | None = None) -> None:
         if abspaths is None:
@@ -352,9 +366,9 @@ class Store:
         return self.conn.execute("SELECT COALESCE(MAX(id), -1) FROM passages").fetchone()[0]
 
     def passages_after(self, passage_id: int) -> Iterator[tuple[int, int, str]]:
-        """(id, document id, context + text) of passages with larger ids: what a run added."""
-        rows = self.conn.execute("SELECT id, document_id, context, text FROM passages WHERE id > ? ORDER BY id",
-                                 (passage_id,))
+        """(id, document id, context + text indexed) of passages with larger ids: what a run added."""
+        rows = self.conn.execute("SELECT id, document_id, context, COALESCE(indexed, text) FROM passages"
+                                 " WHERE id > ? ORDER BY id", (passage_id,))
         for pid, doc, context, text in rows:
             yield pid, doc, f"{context}\n{text}" if context else text
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..sections import Section
-from . import docx, html, jsonl, pdf, text
+from . import asciidoc, docx, html, jsonl, pdf, rst, text
 
 Reader = Callable[[bytes, str], "list[Section]"]
 
@@ -18,6 +18,8 @@ Reader = Callable[[bytes, str], "list[Section]"]
 READERS: dict[str, tuple[str, Reader]] = {
     ".txt": ("text", text.read_text),
     ".text": ("text", text.read_text),
+    ".rst": ("rst", rst.read_rst),
+    ".rest": ("rst", rst.read_rst),
     ".md": ("markdown", text.read_markdown),
     ".markdown": ("markdown", text.read_markdown),
     ".jsonl": ("jsonl", jsonl.read_jsonl),

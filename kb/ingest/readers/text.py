@@ -58,7 +58,16 @@ def _mostly_control(text: str) -> bool:
 
 
 def read_text(raw: bytes, path: str) -> list[Section]:
-    return [Section(decode_text(raw))]
+    """A .txt file: plain text, unless its content says it is reST or AsciiDoc (Sphinx's
+    `_sources/*.rst.txt`, git's documentation), which are then read as such."""
+    text = decode_text(raw)
+    from . import asciidoc, rst
+
+    if asciidoc.looks_like_asciidoc(text):
+        return [asciidoc.section(text)]
+    if rst.looks_like_rst(text):
+        return [rst.section(text)]
+    return [Section(text)]
 
 
 def read_markdown(raw: bytes, path: str) -> list[Section]:
