@@ -220,7 +220,8 @@ def _sections(text: str, markdown: bool):
             continue
         yield pos, m.start(), " > ".join(t for _, t in trail)
         level = len(m.group(1))
-        trail = [(lvl, t) for lvl, t in trail if lvl < level] + [(level, m.group(2).strip())]
+        # `fs.readFile(path)`: a heading's code span reads as its name in the trail.
+        trail = [(lvl, t) for lvl, t in trail if lvl < level] + [(level, m.group(2).strip().replace("`", ""))]
         pos = m.end()
     yield pos, len(text), " > ".join(t for _, t in trail)
 

@@ -55,7 +55,7 @@ class IndexedFile:
 
 def indexed_files(kb: KnowledgeBase) -> list[IndexedFile]:
     """Every document in the index, sorted by how it is cited."""
-    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.ingest.documents()]
+    return [IndexedFile(d["source"], d["abspath"], d["size"], d["mtime_ns"]) for d in kb.documents()]
 
 
 def find_indexed(kb: KnowledgeBase, name: str) -> IndexedFile:

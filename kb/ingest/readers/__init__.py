@@ -20,6 +20,8 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".text": ("text", text.read_text),
     ".rst": ("rst", rst.read_rst),
     ".rest": ("rst", rst.read_rst),
+    ".adoc": ("asciidoc", asciidoc.read_asciidoc),
+    ".asciidoc": ("asciidoc", asciidoc.read_asciidoc),
     ".md": ("markdown", text.read_markdown),
     ".markdown": ("markdown", text.read_markdown),
     ".jsonl": ("jsonl", jsonl.read_jsonl),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from ..sections import Section, Stretch
+from .outline import blank as _blank, indent as _indent, line_starts, merge, stretches
 from .text import decode_text
 
 _ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")  # ----, ====, ~~~~ (one char repeated)
@@ -62,12 +63,10 @@ def looks_like_rst(text: str) -> bool:
     return signs >= 2
 
 
-def parse(text: str) -> tuple[list[Stretch], list[tuple[int, int]]]:
+def parse(text: str) -> tuple[list[Stretch], tuple[tuple[int, int], ...]]:
     """(outline, markup) of a reST text (see the module docstring)."""
     lines = text.split("\n")
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
+    starts = line_starts(lines)
     n = len(lines)
     label: list[object] = [None] * n  # per line: the stretch it belongs to (None: a heading)
     markup: list[tuple[int, int]] = []
@@ -170,7 +169,7 @@ def parse(text: str) -> tuple[list[Stretch], list[tuple[int, int]]]:
         elif _ADORNMENT.match(line) and label[i] is not None and _blank(lines, i - 1) and _blank(lines, i + 1):
             whole_lines(i, i + 1)  # a transition (----------) between paragraphs
     markup.extend(m.span() for m in _ROLE.finditer(text))
-    return _stretches(label, starts, len(text)), _merge(markup)
+    return stretches(label, starts, len(text)), merge(markup)
 
 
 def _title_at(lines: list[str], i: int):
@@ -230,35 +229,6 @@ def _block_end(lines: list[str], start: int, indent: int) -> int:
     return last
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" \t"))
-
-
-def _blank(lines: list[str], i: int) -> bool:
-    return i < 0 or i >= len(lines) or not lines[i].strip()
-
-
 def _plain(title: str) -> str:
     """A title without its inline markup: `:mod:\\`functools\\` --- ...` -> `functools --- ...`."""
     return re.sub(r"`+", "", _ROLE.sub("", title)).strip()
-
-
-def _stretches(label: list, starts: list[int], size: int) -> list[Stretch]:
-    out: list[Stretch] = []
-    current, begin = None, 0
-    for i, lab in enumerate(label + [None]):
-        if lab != current:
-            if current is not None:
-                out.append((begin, min(starts[i], size), current[1]))
-            current, begin = lab, starts[i] if i < len(label) else size
-    return [s for s in out if s[0] < s[1]]
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
