@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..sections import Section
-from . import asciidoc, docx, html, jsonl, pdf, rst, text
+from . import asciidoc, docx, html, jsonl, latex, org, pdf, rst, text
 
 Reader = Callable[[bytes, str], "list[Section]"]
 
@@ -22,6 +22,8 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".rest": ("rst", rst.read_rst),
     ".adoc": ("asciidoc", asciidoc.read_asciidoc),
     ".asciidoc": ("asciidoc", asciidoc.read_asciidoc),
+    ".org": ("org", org.read_org),
+    ".tex": ("latex", latex.read_latex),
     ".md": ("markdown", text.read_markdown),
     ".markdown": ("markdown", text.read_markdown),
     ".jsonl": ("jsonl", jsonl.read_jsonl),
