@@ -43,6 +43,7 @@ _ABBREVIATIONS = frozenset(
     inc ltd co corp dept univ gen col lt sgt rev hon jan feb mar apr jun jul aug
     sep sept oct nov dec""".split()
 )
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 # A fenced code block: ``` or ~~~ up to the same fence (or the end of the text).
 _MD_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,}).*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
@@ -83,16 +84,22 @@ def chunk_text(
     overlap_tokens: int = 0,
     markdown: bool = False,
     title: str = "",
+    outline: Sequence[tuple[int, int, str]] | None = None,
+    markup: Sequence[tuple[int, int]] = (),
 ) -> list[Chunk]:
     """Cut text into chunks of at most max_tokens tokens (context included).
 
     overlap_tokens: when a paragraph has to be cut, the next chunk starts with as many
     trailing sentences of the previous one as fit in this budget, so an answer that
     straddles the cut is still seen whole by one chunk. title (e.g. a record's title)
-    leads every chunk's context, as Markdown headings do.
+    leads every chunk's context, as Markdown headings do. outline: (start, end, heading
+    trail) stretches a chunk never crosses (default: the whole text, or its Markdown
+    sections if markdown); markup: sorted spans that are not prose, so a paragraph made
+    of nothing else (a link target, a comment) is no passage of its own.
     """
     chunks: list[Chunk] = []
-    for sec_start, sec_end, context in _sections(text, markdown):
+    stretches = outline if outline is not None else _sections(text, markdown)
+    for sec_start, sec_end, context in stretches:
         context = " > ".join(c for c in (title, context) if c)
         budget = max_tokens
         if context:
@@ -100,26 +107,43 @@ def chunk_text(
             if budget < max_tokens // 2:  # absurd heading trail: keep the text's room
                 context, budget = "", max_tokens
         chunks.extend(
-            _chunk_section(text, sec_start, sec_end, context, count_tokens, token_ends, budget, overlap_tokens)
+            _chunk_section(text, sec_start, sec_end, context, count_tokens, token_ends, budget, overlap_tokens,
+                           markup)
         )
     return chunks
 
 
-def _chunk_section(text, start, end, context, count_tokens, token_ends, budget, overlap_tokens):
+def _chunk_section(text, start, end, context, count_tokens, token_ends, budget, overlap_tokens, markup=()):
     # Units are sentences tagged with their paragraph; oversized sentences are cut first.
     units: list[tuple[int, int, int]] = []  # (start, end, paragraph number)
-    for para_no, (p_start, p_end) in enumerate(paragraph_spans(text, start, end)):
+    paragraphs = paragraph_spans(text, start, end)
+    if markup:
+        paragraphs = [(a, b) for a, b in paragraphs if not only_markup(text, markup, a, b)]
+    for para_no, (p_start, p_end) in enumerate(paragraphs):
         for s_start, s_end in sentence_spans(text, p_start, p_end):
             units.append((s_start, s_end, para_no))
     if not units:
         return []
-    sizes = count_tokens([text[a:b] for a, b, _ in units])
+    # Sizes are of what the model reads: markup (a table's borders) takes no room.
+    sizes = count_tokens([_indexed(text, markup, a, b) for a, b, _ in units])
     pieces: list[tuple[int, int, int, int]] = []  # (start, end, paragraph, tokens)
     mid_word: set[int] = set()  # pieces of a sentence cut at token boundaries (maybe mid-word)
     for (a, b, para), size in zip(units, sizes):
         if size <= budget:
             pieces.append((a, b, para, size))
-        else:
+            continue
+        # Too long: cut between its lines (a table's rows, a list's items) where they fit,
+        # else at token boundaries.
+        lines = [s for s in (_trim(text, x, y) for x, y in _line_spans(text, a, b)) if s[0] < s[1]]
+        line_sizes = count_tokens([_indexed(text, markup, x, y) for x, y in lines]) if len(lines) > 1 else []
+        for (x, y), n in zip(lines, line_sizes):
+            if n <= budget:
+                pieces.append((x, y, para, n))
+                continue
+            for x2, y2, n2 in _cut_long(text, x, y, count_tokens, token_ends, budget):
+                mid_word.add(len(pieces))
+                pieces.append((x2, y2, para, n2))
+        if not line_sizes:
             for x, y, n in _cut_long(text, a, b, count_tokens, token_ends, budget):
                 mid_word.add(len(pieces))
                 pieces.append((x, y, para, n))
@@ -143,7 +167,7 @@ def _chunk_section(text, start, end, context, count_tokens, token_ends, budget, 
         # Whole sentences are separated by whitespace, where the tokenizer splits anyway, so
         # their counts add up exactly; a sentence cut mid-word may not: count the real span.
         while j > i + 1 and any(n in mid_word for n in range(i, j)) and \
-                count_tokens([text[pieces[i][0]:pieces[j - 1][1]]])[0] > budget:
+                count_tokens([_indexed(text, markup, pieces[i][0], pieces[j - 1][1])])[0] > budget:
             j -= 1
         chunks.append(Chunk(pieces[i][0], pieces[j - 1][1], context))
         if j >= len(pieces):
@@ -196,9 +220,48 @@ def _sections(text: str, markdown: bool):
             continue
         yield pos, m.start(), " > ".join(t for _, t in trail)
         level = len(m.group(1))
-        trail = [(lvl, t) for lvl, t in trail if lvl < level] + [(level, m.group(2).strip())]
+        # `fs.readFile(path)`: a heading's code span reads as its name in the trail.
+        trail = [(lvl, t) for lvl, t in trail if lvl < level] + [(level, m.group(2).strip().replace("`", ""))]
         pos = m.end()
     yield pos, len(text), " > ".join(t for _, t in trail)
+
+
+def without_markup(text: str, markup: Sequence[tuple[int, int]], start: int, end: int) -> str | None:
+    """text[start:end] without the markup spans in it (None when it has none): what is
+    embedded and BM25-indexed. Blank lines left behind are folded."""
+    if not markup:
+        return None
+    kept, pos = [], start
+    for s, e in markup[max(0, bisect_right(markup, (start, start)) - 1):]:
+        if s >= end:
+            break
+        if e <= pos:
+            continue
+        kept.append(text[pos:max(s, pos)])
+        pos = min(e, end)
+    if pos == start:
+        return None
+    kept.append(text[pos:end])
+    return _BLANK_LINES.sub("\n\n", "".join(kept)).strip()
+
+
+def _indexed(text, markup, start, end) -> str:
+    clean = without_markup(text, markup, start, end)
+    return text[start:end] if clean is None else clean
+
+
+def only_markup(text: str, markup: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether every non-blank character of text[start:end] lies in a markup span."""
+    pos = start
+    for s, e in markup[max(0, bisect_right(markup, (start, start)) - 1):]:
+        if s >= end:
+            break
+        if e <= pos:
+            continue
+        if s > pos and text[pos:s].strip():
+            return False
+        pos = e
+    return pos >= end or not text[pos:end].strip()
 
 
 def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
@@ -210,6 +273,16 @@ def _is_abbreviation(text: str, sentence_start: int, dot: int) -> bool:
     word = text[word_start:dot].lower().lstrip("(\"'“‘")
     # Single letters ("J. Smith") and listed abbreviations do not end sentences.
     return len(word) == 1 and word.isalpha() or word in _ABBREVIATIONS
+
+
+def _line_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    spans, pos = [], start
+    while pos < end:
+        nl = text.find("\n", pos, end)
+        stop = end if nl < 0 else nl
+        spans.append((pos, stop))
+        pos = stop + 1
+    return spans
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:

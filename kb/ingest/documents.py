@@ -26,6 +26,10 @@ from .sections import Section
 # Files larger than this are skipped (a setting: `kb index --max-file-size`): one
 # stray multi-gigabyte log or dump should not stall a run or fill the index.
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
+# How files are read into sections: recorded in the index, whose next `kb index` re-reads
+# every file when it changes (vectors of unchanged passages are reused, by content).
+# Bump it when a reader starts making different sections, outlines or markup.
+READING = 2
 # gitignore-syntax files honoured in every walked folder (and the folders below it).
 IGNORE_FILES = (".gitignore", ".kbignore")
 

@@ -1,4 +1,11 @@
-"""Documents -> passages: chunk a document and give each chunk its exact citation."""
+"""Documents -> passages: chunk a document and give each chunk its exact citation.
+
+A passage has two texts: `text`, the file's own characters (shown and cited), and
+`indexed`, what the model embeds and BM25 indexes: the same text without the spans its
+reader marked as markup (table borders, directive options, link targets, comments).
+Vectors are stored by the text embedded, so both the vector key and the lexical index
+follow `indexed`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import re
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
-from .chunking import chunk_text
+from .chunking import chunk_text, without_markup
 from .documents import Document
 from ..embed.model import TokenCounter
 from .sections import Section
@@ -45,10 +52,15 @@ class Passage:
     page: int | None = None
     record: str | None = None
     location: str | None = None  # the section's label: "slide 3", "rows 2-41" (kb.ingest.sections)
+    indexed: str | None = None  # text without its markup; None: the text itself
+
+    @property
+    def indexed_text(self) -> str:
+        return self.text if self.indexed is None else self.indexed
 
     @property
     def embedding_text(self) -> str:
-        return f"{self.context}\n{self.text}" if self.context else self.text
+        return f"{self.context}\n{self.indexed_text}" if self.context else self.indexed_text
 
 
 def make_passages(document: Document, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
@@ -65,6 +77,8 @@ def _section_passages(section: Section, counter: TokenCounter, settings: ChunkSe
         overlap_tokens=settings.overlap_tokens,
         markdown=section.markdown,
         title=section.title,
+        outline=section.outline,
+        markup=section.markup,
     )
     # A JSONL record's text may hold newlines, but the record is one line of the file.
     newlines = [] if section.single_line else [m.start() for m in _NEWLINE.finditer(text)]
@@ -80,6 +94,8 @@ def _section_passages(section: Section, counter: TokenCounter, settings: ChunkSe
             page=section.page,
             record=section.record,
             location=section.location,
+            indexed=without_markup(text, section.markup, c.char_start, c.char_end),
         )
         for c in chunks
     ]
+

@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..store import vector_index
-from .documents import Document, Skipped, SourceFile
+from .documents import READING, Document, Skipped, SourceFile
 from ..errors import BadInput, CorruptIndex
 from ..store import checksums
 from ..store.lexical import ANALYZER, UNRECORDED_ANALYZER, LexicalWriter
@@ -147,7 +147,8 @@ def run(store: Store, index_dir: Path, files: Sequence[SourceFile], report: Inde
         raise BadInput(f"the index uses the {model.variant} model, which embeds only in this process; "
                        f"index without --ray, or rebuild it with --fp32")
     settings = settings or _stored_settings(store) or ChunkSettings()
-    built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict()}
+    built_with = {"model": model.name, "weights_sha256": model.weights_sha256, "chunking": settings.to_dict(),
+                  "reading": READING}
     meta = store.all_meta()
     repair = set() if rebuild else _verify(store, index_dir, meta, report)
     report.rebuilt = rebuild or (meta.get("generation") is not None and
@@ -496,4 +497,4 @@ def _document_row(doc: Document) -> dict:
 def _passage_row(p: Passage, key: bytes) -> dict:
     return {"text": p.text, "context": p.context, "char_start": p.char_start, "char_end": p.char_end,
             "line_start": p.line_start, "line_end": p.line_end, "page": p.page, "record": p.record,
-            "location": p.location, "vector_key": key}
+            "location": p.location, "vector_key": key, "indexed": p.indexed}

@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS passages (
     page INTEGER,
     record TEXT,
     vector_key BLOB NOT NULL,
-    location TEXT
+    location TEXT,
+    indexed TEXT  -- what is embedded and BM25-indexed, when not the text (kb.ingest.passages)
 );
 CREATE INDEX IF NOT EXISTS passages_by_document ON passages(document_id);
 CREATE INDEX IF NOT EXISTS passages_by_vector_key ON passages(vector_key);
@@ -106,6 +107,7 @@ CREATE TABLE IF NOT EXISTS staged_passages (
     record TEXT,
     vector_key BLOB NOT NULL,
     location TEXT,
+    indexed TEXT,
     PRIMARY KEY (abspath, ordinal)
 );
 -- Files the last published run could not index, with why (`kb info --skipped`).
@@ -119,10 +121,12 @@ CREATE TABLE IF NOT EXISTS skipped_files (
 """
 
 _PASSAGE_COLUMNS = ("ordinal, text, context, char_start, char_end, line_start, line_end, page, record, vector_key,"
-                    " location")
+                    " location, indexed")
+_PASSAGE_MARKS = ", ".join("?" * (1 + _PASSAGE_COLUMNS.count(",") + 1))  # abspath, then each column
 # Columns added to a table after format 2 was released: a writer adds them to an older
 # file (ALTER TABLE, no rebuild); a reader of an older file reads them as NULL.
-_ADDED_COLUMNS = {"passages": {"location": "TEXT"}, "staged_passages": {"location": "TEXT"}}
+_ADDED_COLUMNS = {"passages": {"location": "TEXT", "indexed": "TEXT"},
+                  "staged_passages": {"location": "TEXT", "indexed": "TEXT"}}
 
 
 def vector_key(text: str) -> bytes:
@@ -225,6 +229,8 @@ class Store:
                                check_same_thread=False)
 
     def _add_columns(self) -> None:
+        """An index written before a column existed gets it (NULL: nothing to say, or the
+        text itself for `indexed`)."""
         for table, columns in _ADDED_COLUMNS.items():
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             for name, kind in columns.items():
@@ -380,9 +386,9 @@ class Store:
             (row["abspath"], row["source"], row["kind"], row["size"], row["mtime_ns"], row["sha256"],
              json.dumps(chunking)))
         self.conn.executemany(
-            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES ({_PASSAGE_MARKS})",
             [(row["abspath"], n, p["text"], p["context"], p["char_start"], p["char_end"], p["line_start"],
-              p["line_end"], p["page"], p["record"], p["vector_key"], p.get("location"))
+              p["line_end"], p["page"], p["record"], p["vector_key"], p.get("location"), p.get("indexed"))
              for n, p in enumerate(passages)])
 
     def unstage(self, abspaths: Iterable[str] | None = None) -> None:
@@ -439,9 +445,9 @@ class Store:
         return self.conn.execute("SELECT COALESCE(MAX(id), -1) FROM passages").fetchone()[0]
 
     def passages_after(self, passage_id: int) -> Iterator[tuple[int, int, str]]:
-        """(id, document id, context + text) of passages with larger ids: what a run added."""
-        rows = self.conn.execute("SELECT id, document_id, context, text FROM passages WHERE id > ? ORDER BY id",
-                                 (passage_id,))
+        """(id, document id, context + text indexed) of passages with larger ids: what a run added."""
+        rows = self.conn.execute("SELECT id, document_id, context, COALESCE(indexed, text) FROM passages"
+                                 " WHERE id > ? ORDER BY id", (passage_id,))
         for pid, doc, context, text in rows:
             yield pid, doc, f"{context}\n{text}" if context else text
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..sections import Section
-from . import code, docx, epub, html, jsonl, mail, ocr, office, opendocument, pdf, rtf, tables, text
+from . import (asciidoc, code, docx, epub, html, jsonl, latex, mail, ocr, office, opendocument, org, pdf, rst,
+               rtf, tables, text)
 
 Reader = Callable[[bytes, str], "list[Section]"]
 
@@ -18,6 +19,12 @@ Reader = Callable[[bytes, str], "list[Section]"]
 READERS: dict[str, tuple[str, Reader]] = {
     ".txt": ("text", text.read_text),
     ".text": ("text", text.read_text),
+    ".rst": ("rst", rst.read_rst),
+    ".rest": ("rst", rst.read_rst),
+    ".adoc": ("asciidoc", asciidoc.read_asciidoc),
+    ".asciidoc": ("asciidoc", asciidoc.read_asciidoc),
+    ".org": ("org", org.read_org),
+    ".tex": ("latex", latex.read_latex),
     ".md": ("markdown", text.read_markdown),
     ".markdown": ("markdown", text.read_markdown),
     ".jsonl": ("jsonl", jsonl.read_jsonl),

@@ -4,7 +4,10 @@ selectolax (the lexbor engine) parses real-world HTML fast and forgivingly, with
 dependencies; it is maintained and an order of magnitude faster than BeautifulSoup,
 which matters on documentation trees of thousands of pages. Headings become Markdown
 headings, so passages carry the heading trail they sit under; the page <title> is
-the section title. Line numbers and offsets of HTML citations refer to this
+the section title. Sphinx API entries (`<dl class="py function"><dt id=...>`) become
+headings too, under their section's, so each documented object is its own stretch,
+headed by its qualified signature; after an entry's <dl> the section's heading is
+repeated, so the prose that follows is not taken for the entry's. Line numbers and offsets of HTML citations refer to this
 extracted text, not to the markup.
 
 Bounded work: lexbor's tree building costs about (elements x nesting depth), so 400,000
@@ -33,6 +36,10 @@ _BLOCKS = ("p, div, section, li, dt, dd, tr, blockquote, figure, figcaption, cap
 # Private-use markers survive selectolax's text() and never occur in extracted text.
 _BREAK, _PRE = "\ue000", "\ue001"
 _SPACES = re.compile(r"\s+")
+# A Sphinx object description: any domain's (py, c, cpp, js, std) and Sphinx's older markup.
+_ENTRY_DT = ("dt.sig-object, dl.function > dt[id], dl.class > dt[id], dl.method > dt[id],"
+             " dl.attribute > dt[id], dl.data > dt[id], dl.exception > dt[id], dl.describe > dt[id],"
+             " dl.option > dt[id], dl.classmethod > dt[id], dl.staticmethod > dt[id], dl.decorator > dt[id]")
 
 
 MAX_DEPTH = 512
@@ -122,6 +129,7 @@ def read_html(raw: bytes, path: str) -> list[Section]:
         lines = pre.text(deep=True).strip("\n").split("\n")
         code_blocks.append("\n".join("    " + line.rstrip() for line in lines))
         pre.replace_with(f"{_BREAK}{_PRE}{len(code_blocks) - 1}{_PRE}{_BREAK}")
+    _entries_as_headings(root)
     for level in range(1, 7):
         for heading in root.css(f"h{level}"):
             words = _SPACES.sub(" ", heading.text(deep=True).replace("¶", "")).strip()
@@ -135,3 +143,39 @@ def read_html(raw: bytes, path: str) -> list[Section]:
     text = "\n\n".join(p for p in paragraphs if p)
     text = re.sub(f"{_PRE}(\\d+){_PRE}", lambda m: code_blocks[int(m.group(1))], text)
     return [Section(text, title=title, markdown=True)]
+
+
+def _entries_as_headings(root) -> None:
+    entry_dls = []
+    for dt in root.css(_ENTRY_DT):
+        sections, entries, node = [], 0, dt.parent
+        while node is not None:
+            if node.tag == "section" or (node.tag == "div" and "section" in (node.attributes.get("class") or "").split()):
+                sections.append(node)
+            elif node.tag == "dl" and _is_entry(node):
+                entries += 1
+            node = node.parent
+        words = _SPACES.sub(" ", dt.text(deep=True).replace("¶", "")).strip()
+        if not words:
+            continue
+        level = min(6, len(sections) + max(entries, 1))
+        if entries == 1 and dt.parent is not None and dt.parent not in [d for d, _ in entry_dls]:
+            entry_dls.append((dt.parent, sections[0] if sections else None))
+        dt.replace_with(_BREAK + "#" * level + " " + words + _BREAK)
+    for dl, section in entry_dls:
+        after = dl.next
+        while after is not None and after.tag == "-text" and not after.text().strip():
+            after = after.next
+        if section is None or (after is not None and after.tag == "dl" and _is_entry(after)):
+            continue
+        heading = next((h for h in section.iter() if h.tag in ("h1", "h2", "h3", "h4", "h5", "h6")), None)
+        words = _SPACES.sub(" ", heading.text(deep=True).replace("¶", "")).strip() if heading else ""
+        if words:
+            level = int(heading.tag[1])
+            dl.insert_after(_BREAK + "#" * level + " " + words + _BREAK)
+
+
+def _is_entry(dl) -> bool:
+    classes = set((dl.attributes.get("class") or "").split())
+    return bool(classes & {"py", "c", "cpp", "js", "std", "describe", "function", "class", "method", "attribute",
+                           "data", "exception", "option", "classmethod", "staticmethod", "decorator"})
