@@ -6,11 +6,14 @@ Tools:
   well; the structured content is the object `kb ask --json` prints (one schema).
 - `info`: what the index holds (`kb info`).
 Resources: every indexed file, as the text kb indexed from it (a `file://` URI, listed
-fresh on each request, so a re-index shows up). Only indexed files can be read.
+fresh on each request, so a re-index shows up). Only indexed files can be read, and
+only while their bytes are the ones kb indexed (kb.serve.sources checks the SHA-256).
 
-Built on the official `mcp` SDK (MCPServer). Tools run in the SDK's worker threads; one
-KnowledgeBase behind a lock answers them, since a stdio server has one client. stdout
-carries the protocol, so nothing here prints; kb's notes go to stderr.
+Built on the official `mcp` SDK (MCPServer), behind kb's own stdio reader
+(kb.serve.mcp_stdio), which answers malformed JSON-RPC that the SDK would drop. Tools
+run in the SDK's worker threads; one KnowledgeBase behind a lock answers them, since a
+stdio server has one client. stdout carries the protocol, so nothing here prints; kb's
+notes go to stderr.
 """
 
 from __future__ import annotations

@@ -43,12 +43,14 @@ _ENTRY_DT = ("dt.sig-object, dl.function > dt[id], dl.class > dt[id], dl.method 
 
 
 MAX_DEPTH = 512
-_TAG = re.compile(r"<(?:(!--)|(/?)([A-Za-z][^\s/>]*))")
+_TAG = re.compile(r"<(/?)([a-z][^\s/>]*)(?:[^>]*?(/)>)?")
+# Comments and the content of raw-text elements hold no tags, whatever they look like.
+_NOT_TAGS = re.compile(r"<!--.*?(?:-->|\Z)|<(script|style|textarea|title|xmp|iframe|noembed|noframes)\b.*?(?:</\1|\Z)",
+                       re.S)
 _VOID = frozenset("area base br col embed hr img input keygen link meta param source track wbr".split())
 # Closed by their next sibling or their parent's end: <li><li> or <p><p> do not nest.
 _OPTIONAL_END = frozenset("html head body p li dt dd tr td th thead tbody tfoot colgroup caption option optgroup"
                           " rb rt rtc rp".split())
-_RAW_TEXT = frozenset("script style textarea title xmp iframe noembed noframes plaintext".split())
 
 
 def nesting_depth(text: str, limit: int = MAX_DEPTH) -> int:
@@ -61,50 +63,31 @@ def nesting_depth(text: str, limit: int = MAX_DEPTH) -> int:
     stack: list[str] = []
     open_count: dict[str, int] = {}
     foreign = 0  # open <svg>/<math>: there `<x/>` is an element that closes itself
-    deepest, position = 0, 0
-    search = _TAG.search
-    while True:
-        match = search(text, position)
-        if match is None:
-            return deepest
-        position = match.end()
-        comment, closing, name = match.groups()
-        if comment:
-            end = text.find("-->", position)
-            position = len(text) if end < 0 else end + 3
-            continue
-        name = name.lower()
+    deepest = 0
+    # The regular expressions do the reading (in C); the loop sees one match per tag.
+    for match in _TAG.finditer(_NOT_TAGS.sub(" ", text.lower())):
+        closing, name, self_closing = match.groups()
         if closing:
             if open_count.get(name):
                 while stack:
                     top = stack.pop()
                     open_count[top] -= 1
-                    foreign -= top in ("svg", "math")
+                    if top == "svg" or top == "math":
+                        foreign -= 1
                     if top == name:
                         break
             continue
-        if name in _VOID or name in _OPTIONAL_END:
-            continue
-        if foreign:  # `<x ... />` closes itself in SVG and MathML (attributes rarely hold a '>')
-            end = text.find(">", position)
-            if end > 0 and text[end - 1] == "/":
-                continue
-        if name in _RAW_TEXT:  # its content is text up to its own end tag
-            end = _find_end(text, name, position)
-            position = len(text) if end < 0 else end
+        if name in _VOID or name in _OPTIONAL_END or (foreign and self_closing):
             continue
         stack.append(name)
         open_count[name] = open_count.get(name, 0) + 1
-        foreign += name in ("svg", "math")
+        if name == "svg" or name == "math":
+            foreign += 1
         if len(stack) > deepest:
             deepest = len(stack)
             if deepest > limit:
                 return deepest
-
-
-def _find_end(text: str, name: str, start: int) -> int:
-    match = re.compile(f"</{name}", re.IGNORECASE).search(text, start)
-    return -1 if match is None else match.start()
+    return deepest
 
 
 def read_html(raw: bytes, path: str) -> list[Section]:
