@@ -303,7 +303,6 @@ def test_full_disk_at_each_write_step_loses_nothing(copy, tmp_path, embedder, mo
         fill(disk, leave)
         files_before = set(listing(index_dir))
         result = run("index", docs, extra, "--index", index_dir)
-        print(f"leave {leave}: exit {result.exit_code} {result.stderr.strip()}")
         if result.exit_code == 0:
             assert leave > 0
             return  # room enough at this level
