@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -285,8 +286,14 @@ class KnowledgeBase:
         return Store(self.db_path)
 
     def _open_reader(self) -> "_Reader":
-        if self._reader is not None and not self._reader.outdated():
-            return self._reader
+        if self._reader is not None:
+            try:
+                if not self._reader.outdated():
+                    return self._reader
+            except sqlite3.Error:
+                # The connection cannot go on (a read-only reader whose -shm the owner's
+                # writer removed on closing): open the index again, as for a new generation.
+                pass
         if self._reader is not None:
             self._reader.store.close()
             self._reader = None

@@ -433,6 +433,26 @@ def test_an_index_on_read_only_storage_answers_and_writes_nothing(copy, tmp_path
     assert listing(index_dir) == files
 
 
+def test_a_long_lived_reader_whose_connection_fails_opens_the_index_again(copy, embedder, monkeypatch):
+    """As when the owner's writer removes the -shm a read-only reader was using."""
+    from kb.store.database import Store
+
+    _, index_dir = copy()
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    first = kb.ask(QUESTION, k=3)
+    broken = kb._reader.store
+
+    def gone(self):
+        if self is broken:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return original(self)
+
+    original = Store.data_version
+    monkeypatch.setattr(Store, "data_version", gone)
+    assert [(h.source, h.score) for h in kb.ask(QUESTION, k=3)] == [(h.source, h.score) for h in first]
+    assert kb._reader.store is not broken
+
+
 def test_index_files_are_readable_as_the_umask_allows(copy):
     _, index_dir = copy()
     for path in index_dir.rglob("*"):
