@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -333,8 +334,14 @@ class KnowledgeBase:
         return Store(self.db_path)
 
     def _open_reader(self) -> "_Reader":
-        if self._reader is not None and not self._reader.outdated():
-            return self._reader
+        if self._reader is not None:
+            try:
+                if not self._reader.outdated():
+                    return self._reader
+            except sqlite3.Error:
+                # The connection cannot go on (a read-only reader whose -shm the owner's
+                # writer removed on closing): open the index again, as for a new generation.
+                pass
         if self._reader is not None:
             self._reader.store.close()
             self._reader = None
@@ -395,10 +402,12 @@ class KnowledgeBase:
     def _verify(self, meta: dict, layout: VectorLayout) -> None:
         """The generation's derived files have the sizes recorded, and the small ones the
         bytes (kb.store.checksums); a small exact index never opens its FAISS file."""
-        names = checksums.generation_files(self.index_dir, meta.get("lexical"),
-                                           [] if vectors_from_database(layout) else layout.files())
-        problems = checksums.damaged(self.index_dir, meta.get("checksums") or {}, names,
-                                     limit=checksums.VERIFY_ON_OPEN_BYTES)
+        vector_files = [] if vectors_from_database(layout) else layout.files()
+        recorded = meta.get("checksums") or {}
+        names = checksums.generation_files(self.index_dir, meta.get("lexical"), vector_files)
+        problems = checksums.damaged(self.index_dir, recorded, names, limit=checksums.VERIFY_ON_OPEN_BYTES)
+        if layout.kind == "flat" and vector_files and not problems:  # read whole by FAISS anyway
+            problems = checksums.damaged(self.index_dir, recorded, vector_files)
         if problems:
             name, why = problems[0]
             raise CorruptIndex(f"index file {self.index_dir / name} is damaged ({why}); "

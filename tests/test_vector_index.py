@@ -109,6 +109,7 @@ def test_an_index_with_float32_lists_from_an_older_kb_answers_and_is_upgraded(do
     del layout["codec"]
     with store.transaction():
         store.set_meta("vectors", layout)
+        store.conn.execute("DELETE FROM meta WHERE key = 'checksums'")  # kb 0.1 recorded none
     store.close()
 
     info = KnowledgeBase(index_dir).info()["vector_index"]
@@ -293,7 +294,8 @@ def test_a_small_index_is_searched_without_faiss_and_agrees_with_it(article_inde
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
-def test_damaged_exact_vectors_are_refused_and_a_rebuild_recovers(docs, tmp_path, embedder, small_threshold, damage):
+def test_damaged_exact_vectors_are_refused_and_plain_index_repairs_them(docs, tmp_path, embedder, small_threshold,
+                                                                       damage):
     from kb.errors import CorruptIndex
 
     index_dir = tmp_path / "index"
@@ -303,9 +305,11 @@ def test_damaged_exact_vectors_are_refused_and_a_rebuild_recovers(docs, tmp_path
         rows.write_bytes(rows.read_bytes()[: rows.stat().st_size // 2])
     else:
         rows.unlink()
-    with pytest.raises(CorruptIndex, match="kb index --rebuild"):
+    with pytest.raises(CorruptIndex, match="damaged.*run `kb index`"):
         KnowledgeBase(index_dir, embedder=embedder).ask(QUESTIONS[0], k=3)
-    KnowledgeBase(index_dir, embedder=embedder).index([docs], rebuild=True)
+    # Derived from SQLite: written again by plain `kb index`, nothing re-embedded.
+    report = KnowledgeBase(index_dir, embedder=embedder).index([docs])
+    assert report.repaired and report.passages_embedded == 0
     assert_exact_vectors_match_the_store(index_dir)
 
 

@@ -38,7 +38,7 @@ FUSIONS = ("convex", "minmax", "rrf")
 DEFAULT_MODE = "hybrid"
 # What a score can be, with float32 rounding: a score outside is damage (_in_range).
 COSINE_RANGE = (-1.01, 1.01)
-BM25_SHARE_RANGE = (0.0, 1.01)
+BM25_SHARE_RANGE = (0.0, 1.1)  # [0, 1) by construction (kb.store.lexical); a margin for tantivy's own idf
 DEFAULT_FUSION = "convex"
 DEFAULT_WEIGHT = 0.5  # share of the dense part in convex fusion
 

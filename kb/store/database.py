@@ -9,9 +9,10 @@ transaction, which SQLite discards.
 
 A reader that cannot write the folder (a read-only mount, an image layer, another
 user's index) cannot create the -shm file WAL readers share, and SQLite refuses it
-("attempt to write a readonly database", "unable to open database file"). It then
-opens the file immutable: nothing is written, no lock is taken; it notices a new
-generation by the file's identity, size and time instead of PRAGMA data_version.
+("attempt to write a readonly database", "unable to open database file") unless the
+owner's writer is running and has made it. It then opens the file immutable: nothing
+is written, no lock is taken; it notices a new generation by the file's identity,
+size and time instead of PRAGMA data_version.
 
 Vectors are stored by content: `embeddings` maps a hash of the exact text the model
 read to its vector. A passage whose text was embedded before (in an unchanged part of
@@ -217,13 +218,19 @@ class Store:
         conn = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None, check_same_thread=False)
         if os.access(path.parent, os.W_OK):
             return conn
-        try:
-            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-            return conn
-        except sqlite3.OperationalError as e:  # no -shm can be made here (module docstring)
-            if (getattr(e, "sqlite_errorcode", 14) & 0xFF) not in (8, 14):  # SQLITE_READONLY, SQLITE_CANTOPEN
-                raise
-            conn.close()
+        # A folder this process cannot write. While the owner's writer runs, its -shm and
+        # -wal exist, and a plain read-only connection reads them (committed pages still
+        # in the WAL included); otherwise only an immutable one can read at all.
+        for mode in ("ro", None):
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                return conn
+            except sqlite3.OperationalError as e:  # no -shm can be made here (module docstring)
+                if (getattr(e, "sqlite_errorcode", 14) & 0xFF) not in (8, 14):  # SQLITE_READONLY, SQLITE_CANTOPEN
+                    raise
+                conn.close()
+            if mode:
+                conn = sqlite3.connect(f"{uri}?mode={mode}", uri=True, isolation_level=None, check_same_thread=False)
         self.immutable = True
         return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
                                check_same_thread=False)
