@@ -52,11 +52,11 @@ def sources(kb: KnowledgeBase) -> set[str]:
 
 
 @contextmanager
-def watching(folder: Path, index_dir: Path, embedder, *paths):
+def watching(folder: Path, index_dir: Path, embedder, *paths, **options):
     """A Watcher in a thread of this process (as `kb serve --watch` runs it), its updates listed."""
     updates = []
     watcher = Watcher(KnowledgeBase(index_dir, embedder=embedder), list(paths) or [folder],
-                      on_update=updates.append, on_note=lambda note: None)
+                      on_update=updates.append, on_note=lambda note: None, **options)
     watcher.start()
     try:
         eventually(lambda: watcher.caught_up or watcher.error)
@@ -135,6 +135,26 @@ def test_a_burst_of_200_files_is_coalesced(docs, tmp_path, embedder):
         # One update when the writes come back to back; a loaded machine can pause this
         # process past the quiet window now and then, so a few, but never one per file.
         assert 1 <= watcher.updates <= 10, [len(u.report.added) for u in updates]
+
+
+def test_a_file_still_being_written_is_indexed_once_complete(docs, tmp_path, embedder):
+    index_dir = tmp_path / "index"
+    kb = KnowledgeBase(index_dir, embedder=embedder)
+    # A burst is cut after max_burst seconds however busy: here 0.5 s, while the file grows
+    # for about 2 s (the default is 5 s; a big copy behaves the same, only longer). A quiet
+    # window of 1 s lets this process stall that long on a loaded machine between writes.
+    with watching(docs, index_dir, embedder, quiet=1.0, max_burst=0.5) as (watcher, updates):
+        with open(docs / "slow.md", "w") as f:
+            for i in range(20):
+                f.write(f"Line {i} of a slowly copied file about tangerine lighthouses.\n\n")
+                f.flush()
+                time.sleep(0.1)
+            f.write("The last line says the copy of the tangerine file is complete.\n")
+        eventually(lambda: any("complete" in t for t in texts(kb, "tangerine copy complete")))
+        time.sleep(1.0)  # any later update of the file would have come by now
+        touched = [u for u in updates[1:] if u.report.added or u.report.changed]
+        assert len(touched) == 1 and touched[0].report.added == [str(docs / "slow.md")], \
+            [u.summary() for u in updates]
 
 
 def test_gitignore_edits_take_effect(docs, tmp_path, embedder):
