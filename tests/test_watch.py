@@ -289,3 +289,29 @@ def test_kb_mcp_watch_answers_the_new_text(docs, tmp_path):
                         await anyio.sleep(0.05)
 
     anyio.run(main)
+
+
+def test_discover_changes_finds_what_discover_finds_under_each_path(tmp_path):
+    """The watcher's narrow look agrees with `kb index`'s walk, path by path: ignore rules
+    from every folder between the root and the path, hidden entries, foreign types."""
+    from kb.ingest.documents import discover, discover_changes
+
+    root = tmp_path / "root"
+    layout = {
+        ".gitignore": "build/\n*.draft.md\n", "a.md": "a", "b.draft.md": "b", "notes.log": "log",
+        "build/c.md": "c", "sub/.kbignore": "secret.md\n!keep.draft.md\n", "sub/secret.md": "s",
+        "sub/keep.draft.md": "k", "sub/d.txt": "d", "sub/deep/e.md": "e", "sub/deep/.hidden.md": "h",
+        ".git/f.md": "f", "sub/.cache/g.md": "g",
+    }
+    for name, text in layout.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    whole = {f.abspath: f for f in discover([root]).files}
+    assert sorted(Path(p).name for p in whole) == ["a.md", "d.txt", "e.md", "keep.draft.md"]
+    for name in [*layout, "sub", "sub/deep", "build", "gone.md", "gone-folder"]:
+        path = str(root / name)
+        found, covered = discover_changes([root], [path])
+        expected = {p: f for p, f in whole.items() if p == path or p.startswith(path + os.sep)}
+        assert {f.abspath: f for f in found.files} == expected, name
+        hidden = any(part.startswith(".") for part in Path(name).parts)
+        assert covered == ([] if hidden else [path]), name
