@@ -4,8 +4,8 @@
 
 1. Edit-to-answer on the shipped corpus, real model: a watcher thread and an asking
    KnowledgeBase in one process (as `kb serve --watch` runs them). Each trial appends a
-   paragraph holding a new word to a file, then asks (hybrid, k=5) every 20 ms until a hit
-   holds the word (asked alone, k=10): p50/p95 seconds from the file's close to that answer.
+   paragraph holding a new word to a file, then asks for the word (hybrid, k=10) every
+   20 ms until a hit holds it: p50/p95 seconds from the file's close to that answer.
 2. The same on a bigger folder of real docs (copies of --docs' .txt/.md files, tagged so no
    passage repeats, until --big-mb MB), built and updated with kb's hashing stand-in
    embedder (kb.embed.embedding.HashEmbedder): that latency is kb's own (events, debounce,

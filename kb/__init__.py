@@ -4,6 +4,7 @@ The pipeline, one subpackage per stage; each imports only the stages below it:
 
     cli                      parses options, calls the library, renders
     serve/                   HTTP server and web page, MCP server, remote client
+    watch                    `kb watch`: drives knowledge_base as its folders change
     knowledge_base           the library API: index(), ask(), info()
     query/                   search, fusion, best sentence -> Hit, render
     ingest/                  files -> documents -> sections -> passages; the index run

@@ -361,7 +361,8 @@ def serve(index_dir, host, port, token, no_auth, workers, watch_paths):
     GET  /info, GET /health, GET /source?source=...&line_start=N (lines around a citation)
 
     Errors are JSON {"error": ..., "exit_code": ...} with the CLI's exit codes. Run
-    `kb index` at any time: the next question is answered from the new index.
+    `kb index` at any time: the next question is answered from the new index. With
+    --watch PATH the server keeps the index following PATH itself, as `kb watch` does.
     """
     from .serve.server import serve as run_server
 
@@ -377,7 +378,8 @@ def mcp_(index_dir, watch_paths):
 
     Tools: `search` (question, k, mode, paths -> hits with text, citation and scores)
     and `info`; each indexed file is a resource. Add it to an MCP client as the command
-    `kb mcp --index /path/to/index`.
+    `kb mcp --index /path/to/index` (add `--watch /path/to/docs` to keep it following
+    the folder as the agent or the user edits it).
     """
     from .serve.mcp_server import run
 

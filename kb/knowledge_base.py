@@ -222,8 +222,8 @@ class KnowledgeBase:
                 return
             except BlockingIOError:
                 continue
-        raise IndexBusy(f"`kb watch` (pid {watcher.get('pid')}) has been writing {self.index_dir} for "
-                        f"{WATCHER_WAIT:.0f} s; try again, or stop it (kill {watcher.get('pid')})")
+        raise IndexBusy(f"{self.index_dir} has been locked for writing for {WATCHER_WAIT:.0f} s (`kb watch` pid "
+                        f"{watcher.get('pid')} follows it); try again, or stop the watcher (kill {watcher.get('pid')})")
 
     # -- asking ---------------------------------------------------------------------
     def ask(self, question: str, k: int = 5, **options) -> list[Hit]:

@@ -107,6 +107,7 @@ class Watcher:
     def __init__(self, kb: KnowledgeBase, paths: Sequence[str | os.PathLike], *,
                  settings: ChunkSettings | None = None, max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
                  vector_index: str | None = None, variant: str | None = None, poll: bool = False,
+                 quiet: float = QUIET, max_burst: float = MAX_BURST,
                  on_update: Callable[[Update], None] | None = None,
                  on_note: Callable[[str], None] | None = None):
         self.kb = kb
@@ -122,7 +123,8 @@ class Watcher:
         self.on_note = on_note or (lambda note: print(f"kb: watch: {note}", file=sys.stderr, flush=True))
         self.updates = 0  # updates applied (the catch-up not counted)
         self._index_dir = os.path.abspath(kb.index_dir)
-        self._inbox = _Inbox()
+        self.quiet = quiet
+        self._inbox = _Inbox(quiet, max_burst)
         self._stop = threading.Event()
         self._claim: WatcherClaim | None = None
         self._thread: threading.Thread | None = None
@@ -263,7 +265,7 @@ class Watcher:
                 age = now - os.stat(path).st_mtime
             except OSError:
                 continue
-            if 0 <= age < QUIET and os.path.isfile(path):
+            if 0 <= age < self.quiet and os.path.isfile(path):
                 held.add(path)  # still being written (the burst was cut at MAX_BURST)
         if held:
             self._inbox.put(held)
@@ -305,7 +307,8 @@ class Watcher:
 class _Inbox:
     """Paths named by events, handed out a burst at a time."""
 
-    def __init__(self):
+    def __init__(self, quiet: float, max_burst: float):
+        self.quiet, self.max_burst = quiet, max_burst
         # Re-entrant: `kb watch`'s signal handler calls wake() in the thread that may hold it.
         self._cond = threading.Condition(threading.RLock())
         self._paths: set[str] = set()
@@ -325,8 +328,8 @@ class _Inbox:
             self._cond.notify_all()
 
     def take(self, stop: threading.Event) -> set[str] | None:
-        """Block (no CPU) for the first event, then until QUIET seconds pass without one or
-        MAX_BURST since the first; None once stop is set."""
+        """Block (no CPU) for the first event, then until `quiet` seconds pass without one or
+        `max_burst` since the first; None once stop is set."""
         with self._cond:
             while not self._paths:
                 if stop.is_set():
@@ -334,7 +337,7 @@ class _Inbox:
                 self._cond.wait()
             while not stop.is_set():
                 now = time.monotonic()
-                left = min(self._last + QUIET, self._first + MAX_BURST) - now
+                left = min(self._last + self.quiet, self._first + self.max_burst) - now
                 if left <= 0:
                     break
                 self._cond.wait(left)

@@ -112,19 +112,25 @@ class Pool:
 
 
 def create_app(index_dir: str | os.PathLike, *, token: str | None = None, workers: int = DEFAULT_WORKERS,
-               allowed_hosts: Sequence[str] | None = None, on_ready: Callable[[], None] | None = None) -> Starlette:
+               allowed_hosts: Sequence[str] | None = None, on_ready: Callable[[], None] | None = None,
+               watching: bool = False) -> Starlette:
     """The ASGI app over one index.
 
     token: when set, every route but the page and /health needs `Authorization: Bearer
     TOKEN`. allowed_hosts: when set, requests naming another Host are refused, which stops
     DNS-rebinding pages from reading a localhost server. on_ready: called once warm.
+    watching: a watcher in this process keeps the index up to date (kb.watch).
     """
     pool = Pool(index_dir, workers)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         problem = await anyio.to_thread.run_sync(pool.warm_up)
-        if problem:
+        if problem and watching:
+            # The watcher's catch-up is building it (its own errors are its notes).
+            print("kb: note: the index is not ready yet; answering 503 until the watcher has indexed the folder",
+                  file=sys.stderr, flush=True)
+        elif problem:
             print(f"kb: note: {problem}; answering 503 until it is fixed", file=sys.stderr, flush=True)
         if on_ready:
             on_ready()
@@ -443,7 +449,8 @@ def serve(index_dir: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int =
         auth = " (token required)" if token else ""
         print(f"kb: serving {index_dir} at {url}{auth}; Ctrl-C stops", flush=True)
 
-    app = create_app(index_dir, token=token, workers=workers, allowed_hosts=allowed, on_ready=ready)
+    app = create_app(index_dir, token=token, workers=workers, allowed_hosts=allowed, on_ready=ready,
+                     watching=watcher is not None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
     try:
