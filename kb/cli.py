@@ -97,7 +97,9 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
     """Index files and folders (default: corpus/).
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
-    matches skipped); .txt .md .html .pdf .docx .jsonl files are read. The index
+    matches skipped); text, Markdown, HTML, PDF, Word, JSONL, CSV/TSV, source code,
+    slides and spreadsheets (.pptx .xlsx .odp .ods), .odt .rtf .epub, mail (.eml
+    .mbox) and images (OCR) are read; `kb info --skipped` lists the rest. The index
     mirrors exactly the PATHS given: re-running reads only new or changed files,
     embeds only passages whose text it has not embedded before (a moved file costs
     nothing) and drops files that are gone. Unusable files are skipped, each named on
