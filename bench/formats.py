@@ -30,7 +30,6 @@ import re
 import sys
 import tempfile
 import time
-import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 
