@@ -10,9 +10,12 @@ second and passages per second, one pass, all formats in the same run.
 
 OCR: pages of the shipped article rendered at 200 and 300 dpi (one of each rotated
 2 degrees with speckle noise), read by Tesseract: pages per second, and word recall of
-the OCR text against the rendered text.
+the OCR text against the rendered text. Then the article is indexed as text and as a
+scanned PDF (its pages rendered at 300 dpi), and --questions of its sentences (first 12
+words) are asked of each: hit@3 counts a question found when one of the top 3 passages
+holds 80% of its words.
 
-    .venv/bin/python bench/formats.py [DATA] [--megabytes 2] [--ocr-pages 2]
+    .venv/bin/python bench/formats.py [DATA] [--megabytes 2] [--ocr-pages 2] [--questions 20] [--only-ocr]
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import re
 import sys
 import tempfile
 import time
-import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -190,20 +192,82 @@ def ocr_figures(pages: int) -> list[dict]:
     return rows
 
 
+def render_pages(text: str, dpi: int = 300, lines_per_page: int = 45, width: int = 85) -> list:
+    """The text typeset as 10 pt lines on letter pages at dpi, as a scanner would see it."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    lines = [line for para in text.split("\n") for line in (textwrap.wrap(para, width) or [""])]
+    scale = dpi / 72
+    font = ImageFont.load_default(size=int(10 * scale))
+    pages = []
+    for at in range(0, len(lines), lines_per_page):
+        image = Image.new("L", (int(612 * scale), int(792 * scale)), 255)
+        draw = ImageDraw.Draw(image)
+        for n, line in enumerate(lines[at:at + lines_per_page]):
+            draw.text((int(60 * scale), int((50 + n * 15) * scale)), line, font=font, fill=0)
+        pages.append(image)
+    return pages
+
+
+def scanned_retrieval(questions: int) -> dict:
+    """hit@3 of sentences of the article asked of its text and of a scan of it (300 dpi)."""
+    from kb import KnowledgeBase
+    from kb.ingest.readers import ocr
+
+    if ocr.missing():
+        return {}
+    text = (ROOT / "corpus" / "junior-doctors-strike.txt").read_text()
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if len(s.split()) >= 10]
+    step = max(1, len(sentences) // questions)
+    asked = [" ".join(s.split()[:12]) for s in sentences[::step][:questions]]
+
+    def words(x: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", x.lower())
+
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "text").mkdir()
+        (tmp / "scan").mkdir()
+        (tmp / "text" / "article.txt").write_text(text)
+        pages = render_pages(text)
+        pages[0].save(tmp / "scan" / "article.pdf", "PDF", resolution=300, save_all=True, append_images=pages[1:])
+        for kind in ("text", "scan"):
+            kb = KnowledgeBase(tmp / f"index-{kind}")
+            started = time.perf_counter()
+            report = kb.index([tmp / kind])
+            seconds = time.perf_counter() - started
+            hits = 0
+            for question in asked:
+                wanted = words(question)
+                top = kb.ask(question, k=3)
+                found = [set(words(h.text)) for h in top]
+                hits += any(sum(w in f for w in wanted) >= 0.8 * len(wanted) for f in found)
+            result[kind] = {"pages": len(pages) if kind == "scan" else None, "passages": report.passages,
+                            "index seconds": round(seconds, 1), "hit@3": round(hits / len(asked), 3)}
+            print(json.dumps({kind: result[kind], "questions": len(asked)}), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="?", default=str(ROOT.parent / "shared" / "data" / "scale-docs"))
     parser.add_argument("--megabytes", type=float, default=2.0, help="text to build the files from")
     parser.add_argument("--ocr-pages", type=int, default=2, help="pages per OCR setting")
+    parser.add_argument("--questions", type=int, default=20, help="article sentences asked of text and scan")
+    parser.add_argument("--only-ocr", action="store_true", help="skip the per-format throughput")
     args = parser.parse_args()
     print(machine_line())
     print("shared, busy machine: compare formats within this run, not with other runs")
     data = Path(args.data)
-    paras = paragraphs(data, args.megabytes)
-    print(f"{len(paras)} paragraphs, {sum(map(len, paras)) / 1e6:.1f} MB of text from {data}")
-    files = make_files(paras, data)
-    throughput(files)
+    if not args.only_ocr:
+        paras = paragraphs(data, args.megabytes)
+        print(f"{len(paras)} paragraphs, {sum(map(len, paras)) / 1e6:.1f} MB of text from {data}")
+        throughput(make_files(paras, data))
     ocr_figures(args.ocr_pages)
+    scanned_retrieval(args.questions)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,10 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
     matches skipped; symlinks followed only when they stay inside PATHS, unless
-    --follow-symlinks); .txt .md .html .pdf .docx .jsonl files are read. The index
+    --follow-symlinks). Read: text, Markdown, reST, AsciiDoc, Org, LaTeX, HTML, PDF,
+    Word, JSONL, CSV/TSV, source code, slides and spreadsheets (.pptx .xlsx .odp .ods),
+    .odt .rtf .epub, mail (.eml .mbox) and images (OCR); `kb info --skipped` lists the
+    rest. The index
     mirrors exactly the PATHS given: re-running reads only new or changed files,
     embeds only passages whose text it has not embedded before (a moved file costs
     nothing) and drops files that are gone. Unusable files are skipped, each named on

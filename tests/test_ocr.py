@@ -84,6 +84,8 @@ def test_an_image_is_read_by_ocr(tesseract):
     assert section.text == "\n".join(VALVE) and section.location == "OCR" and section.page is None
     with pytest.raises(ValueError, match="no text found by OCR"):
         ocr.read_image(png(text_image([])), "blank.png")
+    with pytest.raises(ValueError, match="too small to hold a line"):
+        ocr.read_image(png(text_image([], size=(16, 16))), "icon.png")
     with pytest.raises(ValueError, match="unreadable image"):
         ocr.read_image(b"\x89PNG\r\n\x1a\n truncated", "broken.png")
 

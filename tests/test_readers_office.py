@@ -4,6 +4,7 @@ question, and cited by slide, sheet and rows, or chapter; broken ones skipped wi
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -114,6 +115,8 @@ def test_broken_office_files_are_skipped_with_a_reason_and_the_rest_indexed(tmp_
     assert reasons["docs/empty.epub"] == "not a valid .epub file (its package has no spine)"
     assert reasons["docs/broken.rtf"] == "not an RTF file (no {\\rtf header)"
     assert "1 files, 3 passages" in result.stdout
+    info = json.loads(CliRunner().invoke(cli, ["info", "--index", "idx", "--json"]).stdout)
+    assert info["skipped"] == {"unreadable": 4, "encrypted": 1, "too large": 1}
 
 
 def test_a_missing_extra_is_named_with_its_install_command(tmp_path, monkeypatch):

@@ -1,8 +1,12 @@
 """File formats: each reader turns a file's bytes into the sections kb chunks.
 
 A reader is `read(raw: bytes, path: str) -> list[Section]`; it raises ValueError with
-a short reason ("not valid UTF-8", "encrypted PDF") when the file cannot be used.
-To add a format, write a module here and register its extensions in READERS.
+a short reason ("not valid UTF-8", "encrypted PDF") when the file cannot be used, and
+MissingExtra (kb.ingest.readers.extras) when an optional parser is not installed. A
+section's `location` names where it sits in words a person can look up ("slide 3",
+"sheet Budget, rows 2-41", "message 4"); a section with `skipped` set and no text is
+a part of the file that could not be read (a scanned page without OCR), reported as
+such. To add a format, write a module here and register its extensions in READERS.
 """
 
 from __future__ import annotations

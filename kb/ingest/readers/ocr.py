@@ -32,6 +32,7 @@ RENDER_DPI = 300
 MIN_IMAGE_CONFIDENCE = 45.0
 APT = "apt-get install tesseract-ocr tesseract-ocr-eng"
 MAX_FRAMES = 500  # pages of a multi-page TIFF
+MIN_SIDE = 24  # pixels: icons and spacers are not read
 _cache = None  # the run's kb.store.ocr_cache.OcrCache, while one is in use
 _cache_lock = threading.Lock()
 
@@ -113,6 +114,8 @@ def read_image(raw: bytes, path: str) -> list[Section]:
         image.load()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"unreadable image ({str(e)[:80]})") from None
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(f"no text: a {image.width}x{image.height} image is too small to hold a line (an icon?)")
     frames = getattr(image, "n_frames", 1)
     sections = []
     for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
