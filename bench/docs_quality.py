@@ -67,7 +67,7 @@ def main() -> None:
     for side, code in sides:
         env = dict(os.environ, PYTHONPATH=code)
         index = work / f"index-{side}"
-        started = time.monotonic()
+        started = time.monotonic()  # an index already in --work is only brought up to date
         subprocess.run([KB, "index", "docs", "--index", str(index)], cwd=work, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.monotonic() - started
@@ -96,7 +96,7 @@ def ask(work: Path, env: dict, index: Path, mode: str, questions: list[str]) -> 
     answers = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     if len(answers) != len(questions):
         raise SystemExit(f"kb ask answered {len(answers)} of {len(questions)} questions: {out.stderr[-500:]}")
-    return [a.get("hits", []) for a in answers]
+    return [a.get("results", []) for a in answers]
 
 
 def score(answers: list[list[dict]], gold: list[list[tuple]]) -> dict:
