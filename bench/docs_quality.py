@@ -56,7 +56,8 @@ def main() -> None:
     for name in files:
         (docs / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(args.docs) / name, docs / name)
-    gold = [[(q["file"], *entry_lines(docs / q["file"], e)) for e in q["entries"]] for q in questions]
+    gold = [[(q["file"], *lines) for e in q["entries"] for lines in entry_lines(docs / q["file"], e)]
+            for q in questions]
     sides = [("before", args.before), ("after", str(ROOT))]
     if args.only:
         sides = [s for s in sides if s[0] == args.only]
@@ -124,13 +125,17 @@ def _inside(hit: dict, entry: tuple) -> bool:
     return overlap * 2 >= (b - a + 1)
 
 
-def entry_lines(path: Path, anchor: str) -> tuple[int, int]:
-    """(first, last) line of the entry that starts at the line `anchor` (module docstring)."""
+def entry_lines(path: Path, anchor: str) -> list[tuple[int, int]]:
+    """(first, last) line of each entry that starts at a line `anchor` (module docstring):
+    an entry documented twice (git's `ifdef::` variants) counts wherever it is."""
     lines = path.read_text(encoding="utf-8").split("\n")
-    try:
-        start = next(i for i, line in enumerate(lines) if line.rstrip() == anchor)
-    except StopIteration:
-        raise SystemExit(f"{path}: no line {anchor!r}") from None
+    found = [_entry_lines(lines, i, anchor) for i, line in enumerate(lines) if line.rstrip() == anchor]
+    if not found:
+        raise SystemExit(f"{path}: no line {anchor!r}")
+    return found
+
+
+def _entry_lines(lines: list[str], start: int, anchor: str) -> tuple[int, int]:
     end = len(lines)
     if anchor.startswith("#"):
         level = len(anchor) - len(anchor.lstrip("#"))
