@@ -56,7 +56,8 @@ def main() -> None:
     for name in files:
         (docs / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(args.docs) / name, docs / name)
-    gold = [[(q["file"], *entry_lines(docs / q["file"], e)) for e in q["entries"]] for q in questions]
+    gold = [[(q["file"], *lines) for e in q["entries"] for lines in entry_lines(docs / q["file"], e)]
+            for q in questions]
     sides = [("before", args.before), ("after", str(ROOT))]
     if args.only:
         sides = [s for s in sides if s[0] == args.only]
@@ -67,7 +68,7 @@ def main() -> None:
     for side, code in sides:
         env = dict(os.environ, PYTHONPATH=code)
         index = work / f"index-{side}"
-        started = time.monotonic()
+        started = time.monotonic()  # an index already in --work is only brought up to date
         subprocess.run([KB, "index", "docs", "--index", str(index)], cwd=work, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.monotonic() - started
@@ -96,7 +97,7 @@ def ask(work: Path, env: dict, index: Path, mode: str, questions: list[str]) -> 
     answers = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     if len(answers) != len(questions):
         raise SystemExit(f"kb ask answered {len(answers)} of {len(questions)} questions: {out.stderr[-500:]}")
-    return [a.get("hits", []) for a in answers]
+    return [a.get("results", []) for a in answers]
 
 
 def score(answers: list[list[dict]], gold: list[list[tuple]]) -> dict:
@@ -124,13 +125,17 @@ def _inside(hit: dict, entry: tuple) -> bool:
     return overlap * 2 >= (b - a + 1)
 
 
-def entry_lines(path: Path, anchor: str) -> tuple[int, int]:
-    """(first, last) line of the entry that starts at the line `anchor` (module docstring)."""
+def entry_lines(path: Path, anchor: str) -> list[tuple[int, int]]:
+    """(first, last) line of each entry that starts at a line `anchor` (module docstring):
+    an entry documented twice (git's `ifdef::` variants) counts wherever it is."""
     lines = path.read_text(encoding="utf-8").split("\n")
-    try:
-        start = next(i for i, line in enumerate(lines) if line.rstrip() == anchor)
-    except StopIteration:
-        raise SystemExit(f"{path}: no line {anchor!r}") from None
+    found = [_entry_lines(lines, i, anchor) for i, line in enumerate(lines) if line.rstrip() == anchor]
+    if not found:
+        raise SystemExit(f"{path}: no line {anchor!r}")
+    return found
+
+
+def _entry_lines(lines: list[str], start: int, anchor: str) -> tuple[int, int]:
     end = len(lines)
     if anchor.startswith("#"):
         level = len(anchor) - len(anchor.lstrip("#"))

