@@ -121,7 +121,7 @@ class Watcher:
         self.poll = poll
         self.on_update = on_update or (lambda update: None)
         self.on_note = on_note or (lambda note: print(f"kb: watch: {note}", file=sys.stderr, flush=True))
-        self.updates = 0  # updates applied (the catch-up not counted)
+        self.updates = 0  # updates that changed the index (the catch-up not counted)
         self._index_dir = os.path.abspath(kb.index_dir)
         self.quiet = quiet
         self._inbox = _Inbox(quiet, max_burst)
@@ -129,6 +129,7 @@ class Watcher:
         self._claim: WatcherClaim | None = None
         self._thread: threading.Thread | None = None
         self._suffixes: set[str] = set()
+        self._failed: set[str] = set()  # paths of a failed update, tried again with the next
         self.error: BaseException | None = None  # what ended a start()ed watcher early
         self.caught_up = False  # the first run is done: from here on, updates
         self.polling = False  # notifications unavailable: stat walks instead
@@ -258,6 +259,7 @@ class Watcher:
 
     # -- updates -------------------------------------------------------------------------
     def _update(self, batch: set[str]) -> None:
+        batch, self._failed = batch | self._failed, set()
         now = time.time()
         held = set()
         for path in batch:
@@ -294,11 +296,11 @@ class Watcher:
                 if kind == "catch-up":
                     raise
                 self.on_note(f"update failed ({e}); the next change retries it")
+                self._failed |= changed or set()
                 return
         update = Update(kind, report, len(changed) if changed is not None else 0)
-        if kind != "catch-up":
-            self.updates += 1
         if update.did_something:
+            self.updates += kind != "catch-up"
             if self._claim is not None:
                 self._claim.record({"kind": update.kind, "summary": update.summary()})
             self.on_update(update)
