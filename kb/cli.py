@@ -82,6 +82,9 @@ def cli():
 @click.option("--follow-symlinks", is_flag=True,
               help="Follow symlinks that lead outside the PATHS given (by default they are skipped, exit 7).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--ocr-languages", metavar="LANGS", default=None,
+              help="Tesseract languages for scanned pages and images, e.g. eng+deu (each needs Debian's "
+                   "tesseract-ocr-LANG). Default: eng, or $KB_OCR_LANGUAGES.")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Read, chunk and embed on Ray workers (pip install 'kb[ray]'): a local Ray instance, "
                    "or the cluster given by --ray-address. Takes no value.")
@@ -91,7 +94,7 @@ def cli():
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Ray workers, each with its own model (default: one per CPU of the cluster, or one per GPU).")
 def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index, int8, follow_symlinks, as_json,
-          use_ray, ray_address, ray_workers):
+          ocr_languages, use_ray, ray_address, ray_workers):
     """Index files and folders (default: corpus/).
 
     Folders are walked recursively (hidden entries and .gitignore/.kbignore
@@ -121,6 +124,8 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
     from .query.render import install_hints, report_text
 
     cap = _parse_size(max_file_size)
+    if ocr_languages:  # read by kb.ingest.readers.ocr, here and in the read-ahead thread
+        os.environ["KB_OCR_LANGUAGES"] = ocr_languages
     settings = ChunkSettings.sized(passage_tokens) if passage_tokens else None
     executor = None
     if use_ray or ray_address:

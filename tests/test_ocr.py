@@ -90,6 +90,16 @@ def test_an_image_is_read_by_ocr(tesseract):
         ocr.read_image(b"\x89PNG\r\n\x1a\n truncated", "broken.png")
 
 
+def test_ocr_languages_must_be_installed(tesseract, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KB_OCR_LANGUAGES", "eng")  # restored after the CLI sets it
+    (tmp_path / "note.png").write_bytes(png(text_image(VALVE)))
+    result = CliRunner().invoke(cli, ["index", "note.png", "--index", "idx", "--ocr-languages", "eng+xyz"])
+    assert result.exit_code == EXIT_SKIPPED_FILES
+    assert result.stderr.splitlines()[0] == ("kb: skipped note.png: image: OCR language xyz is not installed: "
+                                             "apt-get install tesseract-ocr-xyz")
+
+
 def test_scans_are_indexed_found_cited_and_never_read_twice(tesseract, tmp_path, embedder, monkeypatch):
     folder = tmp_path / "scans"
     folder.mkdir()

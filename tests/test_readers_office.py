@@ -4,8 +4,11 @@ question, and cited by slide, sheet and rows, or chapter; broken ones skipped wi
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import sys
+import zipfile
 
 import pytest
 from click.testing import CliRunner
@@ -65,6 +68,19 @@ def test_pptx_one_section_per_slide_with_notes():
                                 "Notes: Speaker note: the vinegar trial took fifteen minutes and left a smell")
     # Lines count on through the deck, so a citation's lines name one place in it.
     assert [s.first_line for s in sections] == [1, 2, 5]
+
+
+def test_xlsx_with_a_false_declared_size_reads_only_its_rows():
+    raw = xlsx_file({"Budget": BUDGET[:3]})
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                data = re.sub(rb'<dimension ref="[^"]+"', b'<dimension ref="A1:XFD1048576"', data)
+            target.writestr(item, data)
+    [section] = READERS[".xlsx"][1](out.getvalue(), "budget.xlsx")
+    assert section.location == "sheet Budget, rows 2-3" and section.text == "mug batch 0 | 10 | Sam\nmug batch 1 | 11 | Sam"
 
 
 @pytest.mark.parametrize("question, source, location, words", [

@@ -9,8 +9,9 @@ with the command that would read them, never silently dropped.
 Text is read at RENDER_DPI with page segmentation left to Tesseract; words it is unsure
 of (confidence under MIN_WORD_CONFIDENCE) are kept, but an image whose words average
 under MIN_IMAGE_CONFIDENCE is a photo, not a page, and yields no text. Languages:
-English by default, KB_OCR_LANGUAGES="eng+deu" for more; TESSERACT_CMD names another
-binary (each needs its Debian package,
+English by default, `kb index --ocr-languages eng+deu` (or KB_OCR_LANGUAGES) for more;
+a language whose data is not installed is named with its Debian package. TESSERACT_CMD
+names another binary (each needs its Debian package,
 tesseract-ocr-deu, ...). What was read is cached by the pixels' hash (kb.store.ocr_cache)
 while a run has a cache in use, so no page is read twice.
 """
@@ -61,7 +62,21 @@ def missing() -> str | None:
             require(module)
         except ValueError as e:
             return str(e)
-    return None if _tesseract_version() else f"OCR needs Tesseract: {APT}"
+    if not _tesseract_version():
+        return f"OCR needs Tesseract: {APT}"
+    absent = [name for name in languages().split("+") if name not in _installed_languages()]
+    if absent:
+        packages = " ".join(f"tesseract-ocr-{name.lower().replace('_', '-')}" for name in absent)
+        return f"OCR language {'+'.join(absent)} is not installed: apt-get install {packages}"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _installed_languages() -> frozenset:
+    try:
+        return frozenset(require("pytesseract").get_languages(config=""))
+    except Exception:
+        return frozenset()
 
 
 @lru_cache(maxsize=1)

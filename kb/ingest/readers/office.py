@@ -68,6 +68,9 @@ def read_xlsx(raw: bytes, path: str) -> list[Section]:
         workbook = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
         try:
             for sheet in workbook.worksheets:
+                # The declared size may be A1:XFD1048576 (some writers say so): trusting it,
+                # openpyxl would pad a million rows of 16,384 empty cells.
+                sheet.reset_dimensions()
                 rows = ((n, n, row_text(values)) for n, values in
                         enumerate(sheet.iter_rows(values_only=True), start=1))
                 sections.extend(row_sections(rows, title=sheet.title, place=f"sheet {sheet.title}, "))
