@@ -70,7 +70,7 @@ def read_html(raw: bytes, path: str) -> list[Section]:
 
 
 def _entries_as_headings(root) -> None:
-    entry_dls = []
+    entry_dls, seen = [], set()
     for dt in root.css(_ENTRY_DT):
         sections, entries, node = [], 0, dt.parent
         while node is not None:
@@ -83,7 +83,8 @@ def _entries_as_headings(root) -> None:
         if not words:
             continue
         level = min(6, len(sections) + max(entries, 1))
-        if entries == 1 and dt.parent is not None and dt.parent not in [d for d, _ in entry_dls]:
+        if entries == 1 and dt.parent is not None and dt.parent.mem_id not in seen:
+            seen.add(dt.parent.mem_id)
             entry_dls.append((dt.parent, sections[0] if sections else None))
         dt.replace_with(_BREAK + "#" * level + " " + words + _BREAK)
     for dl, section in entry_dls:
