@@ -14,7 +14,8 @@ need every Sphinx role and directive registered, and gives no source offsets):
   heading as context.
 - Markup that is not prose (table borders and cell bars, directive options such as
   `:noindex:`, link targets, substitution definitions, comments, role names such as
-  `:func:`, the `<https://...>` target of an inline link) is marked, so it is shown but neither embedded nor BM25-indexed.
+  `:func:`, the `<https://...>` target of an inline link) is marked, so it is shown but
+  neither embedded nor BM25-indexed.
 """
 
 from __future__ import annotations
