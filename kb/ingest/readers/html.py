@@ -7,8 +7,8 @@ headings, so passages carry the heading trail they sit under; the page <title> i
 the section title. Sphinx API entries (`<dl class="py function"><dt id=...>`) become
 headings too, under their section's, so each documented object is its own stretch,
 headed by its qualified signature; after an entry's <dl> the section's heading is
-repeated, so the prose that follows is not taken for the entry's. Line numbers and offsets of HTML citations refer to this
-extracted text, not to the markup.
+repeated, so the prose that follows is not taken for the entry's. Line numbers and
+offsets of HTML citations refer to this extracted text, not to the markup.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def _entries_as_headings(root) -> None:
     for dt in root.css(_ENTRY_DT):
         sections, entries, node = [], 0, dt.parent
         while node is not None:
-            if node.tag == "section" or (node.tag == "div" and "section" in (node.attributes.get("class") or "").split()):
+            classes = (node.attributes.get("class") or "").split()
+            if node.tag == "section" or (node.tag == "div" and "section" in classes):
                 sections.append(node)
             elif node.tag == "dl" and _is_entry(node):
                 entries += 1
