@@ -84,7 +84,8 @@ def test_rst_file_with_decorators_options_and_hidden_directives(counter):
     assert_exact(path, passages)
     embedded = " ".join(p.embedding_text for p in passages)
     # Bookkeeping is shown in no passage's indexed text: authors, the module's options, test set-up.
-    for markup in (":synopsis:", "moduleauthor", "Peter Harris", "testsetup", "from functools import *", ":func:"):
+    for markup in (":synopsis:", "moduleauthor", "Peter Harris", "testsetup", "from functools import *", ":func:",
+                   "wikipedia"):
         assert markup not in embedded, markup
     assert "Simple lightweight unbounded function cache" in embedded
 

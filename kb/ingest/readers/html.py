@@ -7,8 +7,8 @@ headings, so passages carry the heading trail they sit under; the page <title> i
 the section title. Sphinx API entries (`<dl class="py function"><dt id=...>`) become
 headings too, under their section's, so each documented object is its own stretch,
 headed by its qualified signature; after an entry's <dl> the section's heading is
-repeated, so the prose that follows is not taken for the entry's. Line numbers and offsets of HTML citations refer to this
-extracted text, not to the markup.
+repeated, so the prose that follows is not taken for the entry's. Line numbers and
+offsets of HTML citations refer to this extracted text, not to the markup.
 
 Bounded work: lexbor's tree building costs about (elements x nesting depth), so 400,000
 nested <div>s (4.4 MB) would take it twenty minutes. Before parsing, a scan of the tags
@@ -129,11 +129,12 @@ def read_html(raw: bytes, path: str) -> list[Section]:
 
 
 def _entries_as_headings(root) -> None:
-    entry_dls = []
+    entry_dls, seen = [], set()
     for dt in root.css(_ENTRY_DT):
         sections, entries, node = [], 0, dt.parent
         while node is not None:
-            if node.tag == "section" or (node.tag == "div" and "section" in (node.attributes.get("class") or "").split()):
+            classes = (node.attributes.get("class") or "").split()
+            if node.tag == "section" or (node.tag == "div" and "section" in classes):
                 sections.append(node)
             elif node.tag == "dl" and _is_entry(node):
                 entries += 1
@@ -142,7 +143,8 @@ def _entries_as_headings(root) -> None:
         if not words:
             continue
         level = min(6, len(sections) + max(entries, 1))
-        if entries == 1 and dt.parent is not None and dt.parent not in [d for d, _ in entry_dls]:
+        if entries == 1 and dt.parent is not None and dt.parent.mem_id not in seen:
+            seen.add(dt.parent.mem_id)
             entry_dls.append((dt.parent, sections[0] if sections else None))
         dt.replace_with(_BREAK + "#" * level + " " + words + _BREAK)
     for dl, section in entry_dls:

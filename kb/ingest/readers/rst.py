@@ -14,7 +14,8 @@ need every Sphinx role and directive registered, and gives no source offsets):
   heading as context.
 - Markup that is not prose (table borders and cell bars, directive options such as
   `:noindex:`, link targets, substitution definitions, comments, role names such as
-  `:func:`) is marked, so it is shown but neither embedded nor BM25-indexed.
+  `:func:`, the `<https://...>` target of an inline link) is marked, so it is shown but
+  neither embedded nor BM25-indexed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _GRID_BORDER = re.compile(r"^[ \t]*\+(?:[-=:]+\+)+[ \t]*$")
 _SIMPLE_BORDER = re.compile(r"^[ \t]*=+(?:[ \t]+=+)+[ \t]*$|^[ \t]*-{2,}(?:[ \t]+-{2,})+[ \t]*$")
 _GRID_ROW = re.compile(r"^[ \t]*\|.*\|[ \t]*$")
 _ROLE = re.compile(r":[\w:.+-]+:(?=`)")
+# The target of a hyperlink or cross-reference: `memoize <https://...>`_, :ref:`text <label>`.
+_TARGET = re.compile(r"[ \t\n]<[^<>`\n]+>(?=`)")
 
 # Directives that document one object (any Sphinx domain: py, c, cpp, js, std, rst).
 API = frozenset("""function class method attribute data exception option cmdoption envvar describe object
@@ -169,6 +172,7 @@ def parse(text: str) -> tuple[list[Stretch], tuple[tuple[int, int], ...]]:
         elif _ADORNMENT.match(line) and label[i] is not None and _blank(lines, i - 1) and _blank(lines, i + 1):
             whole_lines(i, i + 1)  # a transition (----------) between paragraphs
     markup.extend(m.span() for m in _ROLE.finditer(text))
+    markup.extend(m.span() for m in _TARGET.finditer(text))
     return stretches(label, starts, len(text)), merge(markup)
 
 
