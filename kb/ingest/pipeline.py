@@ -344,9 +344,13 @@ def _publish(store: Store, index_dir: Path, plan: _Plan, staged: list[SourceFile
                 previous = None if report.rebuilt or reanalyse or not lexical else index_dir / lexical
                 lexical = f"lexical.{generation}"
                 writer = LexicalWriter(index_dir / lexical, previous)
-                writer.delete_documents(gone)
-                writer.add(store.passages_after(0 if reanalyse else newest_before))
-                writer.commit()
+                try:
+                    writer.delete_documents(gone)
+                    writer.add(store.passages_after(0 if reanalyse else newest_before))
+                    writer.commit()
+                except BaseException:
+                    writer.abandon()  # its threads must stop writing before the folder is removed
+                    raise
                 del writer
             previous_layout = None if report.rebuilt or not meta.get("vectors") else VectorLayout.from_dict(meta["vectors"])
             setting = vector_setting or meta.get("vector_index_setting") or "auto"

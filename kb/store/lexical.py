@@ -39,11 +39,13 @@ Its files are made readable as the umask allows (tantivy writes its JSON files 0
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
 import shutil
 import tempfile
+import time
 import weakref
 from functools import lru_cache
 from pathlib import Path
@@ -237,7 +239,7 @@ class LexicalWriter:
         import tantivy
 
         self.path = path
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_stale(path)
         if previous is not None and previous.is_dir():
             _link_copy(previous, path)
             self._index = _open(path)
@@ -268,6 +270,18 @@ class LexicalWriter:
             document.add_text(FIELD, text)
             self._writer.add_document(document)
 
+    def abandon(self) -> None:
+        """Stop after a failure: what was added is dropped and tantivy's threads end, so
+        nothing writes into the folder once the caller removes it."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        for step in ("rollback", "wait_merging_threads"):
+            try:
+                getattr(writer, step)()
+            except (ValueError, OSError):  # the failure that brought us here may stop these too
+                pass
+
     def commit(self) -> None:
         """Make the folder complete and durable (merges finished, unused files removed)."""
         self._writer.commit()
@@ -284,6 +298,23 @@ class LexicalWriter:
             else:  # hard links to the previous folder's files: already so, unless the umask changed
                 os.chmod(self.path / name, mode)
         _fsync_dir(self.path)
+
+
+def _remove_stale(path: Path, attempts: int = 20) -> None:
+    """Remove a failed run's folder. An error doing so is this run's error (too many open
+    files, permission denied), not to be ignored into a confusing "file exists" later;
+    a folder that is not empty yet had an abandoned writer's last thread still closing
+    a segment in it (seen only in a process that keeps running after a failed run)."""
+    for attempt in range(attempts):
+        if not path.exists():
+            return
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError as e:
+            if e.errno != errno.ENOTEMPTY or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _link_copy(source: Path, dest: Path) -> None:
