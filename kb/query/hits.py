@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 @dataclass(frozen=True)
 class Hit:
     rank: int
-    score: float  # what ranked it: `fused` in hybrid mode, else `dense` or `lexical` (see kb.query.search)
+    score: float  # what ranked it: hybrid mode, 0.75 x fused + 0.25 x sentence_score; else `dense` or `lexical` (kb.query.search)
     text: str
     source: str  # path as given to `kb index` (relative to where it ran), or absolute
     line_start: int
@@ -25,6 +25,7 @@ class Hit:
     fused: float | None = None  # hybrid mode: the weighted sum of dense and lexical
     sentence_start: int | None = None  # the sentence that best answers the question,
     sentence_end: int | None = None  # as char offsets like char_start/char_end
+    sentence_score: float | None = None  # cosine of the question with the passage's best-matching sentence
 
     @property
     def sentence(self) -> str:
