@@ -16,6 +16,7 @@ kb       kb end to end on indexes with stored sentence vectors, per highlight we
          XQuAD hit@1 by qrels and answer in the highlighted sentence (first gold hit of the
          top 5); the article's hit@1 (the needle in hit 1) and answer in the highlighted
          sentence, and the article questions the words-only highlight missed and this one gets.
+latency  Warm hybrid ms per question on --index, with and without reading sentence vectors.
 cost     Model throughput, passages/s, round-robin over repeats in one run: embed(passages);
          embed_with_sentences (the pooled vectors kb stores); embed + each sentence alone.
          And the index's size on disk with and without sentence vectors, same passages.
@@ -184,13 +185,45 @@ def cost(dataset, cache: Path, embedder, repeats: int, count: int) -> dict:
             "index_bytes": {"with sentence vectors": size(index_dir), "without": size(plain_index)}}
 
 
+def latency(index_dir: Path, questions: list[str], repeats: int) -> dict:
+    """Warm ms per question (p50, p95), hybrid with highlight: with the stored sentence
+    vectors, and with them ignored (the words-only highlight and no sentence reads: what
+    kb did before), the two interleaved question by question in one process."""
+    from kb.query import search
+
+    kb = KnowledgeBase(index_dir)
+    kb.ask(questions[0], k=5)
+    store = kb._open_reader().store
+    real = search._sentence_cosines
+
+    def without(store, ids, query_vectors):
+        return [{} for _ in ids]
+
+    times: dict[str, list[float]] = {"with sentence vectors": [], "without": []}
+    for repeat in range(repeats):
+        for n, q in enumerate(questions):
+            # Each question is asked both ways in turn, who goes first alternating: the
+            # second ask of a question finds its pages and word pieces cached.
+            for name in (list(times) if (n + repeat) % 2 else list(times)[::-1]):
+                search._sentence_cosines = real if name.startswith("with ") else without
+                store.has_sentences = name.startswith("with ")
+                started = time.perf_counter()
+                kb.ask(q, k=5)
+                times[name].append(1000 * (time.perf_counter() - started))
+    search._sentence_cosines, store.has_sentences = real, True
+    passages = kb.info()["passages"]
+    return {"passages": passages, **{name: [round(statistics.median(t), 2), round(sorted(t)[int(0.95 * len(t))], 2)]
+                                     for name, t in times.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--xquad", default=str(ROOT.parent / "shared" / "data" / "xquad-en"))
     parser.add_argument("--scifact", default=str(ROOT.parent / "shared" / "data" / "scifact"),
                         help="its test questions are the off-topic ones asked of XQuAD (kb part)")
     parser.add_argument("--cache", default=str(cache_dir() / "bench-sentences"), help="where built indexes are kept")
-    parser.add_argument("--part", action="append", choices=["methods", "kb", "cost"])
+    parser.add_argument("--part", action="append", choices=["methods", "kb", "cost", "latency"])
+    parser.add_argument("--index", help="latency part: an index to ask (e.g. one bench/scale.py built)")
     parser.add_argument("--weights", default="0.3,0.45,0.6,1", help="highlight model weights (kb part)")
     parser.add_argument("--sentence-weights", default="0,0.25", help="ranking weights (kb part)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -198,6 +231,13 @@ def main() -> None:
     args = parser.parse_args()
     parts = args.part or ["methods", "kb", "cost"]
     print(machine.line(), flush=True)
+    if "latency" in parts:
+        from scale import QUESTIONS as SCALE_QUESTIONS
+
+        print(json.dumps({"part": "latency", **latency(Path(args.index), SCALE_QUESTIONS, args.repeats)}), flush=True)
+        parts.remove("latency")
+        if not parts:
+            return
     cache = Path(args.cache)
     embedder = load_embedder(packaged_model(), for_indexing=True)
     pieces = WordPieces.load()

@@ -32,7 +32,7 @@ from .highlight import Sentences, best_sentences
 from .hits import Hit
 from ..store.lexical import LexicalIndex, query_terms
 from ..store.database import PassageSpan, Store, StoredDocument
-from ..store.sentence_vectors import unpack
+from ..store import sentence_vectors
 from ..store.vector_index import VectorIndex
 
 MODES = ("dense", "lexical", "hybrid")
@@ -247,10 +247,14 @@ def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_ve
 def _sentence_cosines(store: Store, ids: list[list[int]], query_vectors: np.ndarray) -> list[dict[int, Sentences]]:
     """Per question, candidate id -> its stored sentences' spans (into its text) and their
     cosines with the question, for the candidates that have them."""
-    stored = {pid: unpack(blob) for pid, blob in store.sentences(sorted({i for row in ids for i in row})).items()}
-    # einsum, not BLAS: a small product must not wake a pool of BLAS threads.
-    return [{i: Sentences(stored[i][0], np.einsum("ij,j->i", stored[i][1], query_vector))
-             for i in row if i in stored} for row, query_vector in zip(ids, query_vectors)]
+    stored = {pid: sentence_vectors.read(blob)
+              for pid, blob in store.sentences(sorted({i for row in ids for i in row})).items()}
+    out = []
+    for row, query_vector in zip(ids, query_vectors):
+        have = [i for i in row if i in stored]
+        values = sentence_vectors.cosines([stored[i] for i in have], query_vector)
+        out.append({i: Sentences(stored[i][0], v) for i, v in zip(have, values)})
+    return out
 
 
 def _hit_sentences(c: _Candidate, spans: dict[int, PassageSpan], texts: dict[int, tuple[str, str]],
