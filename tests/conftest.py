@@ -62,6 +62,20 @@ class _Remembering:
             progress(len(texts))
         return np.array([self._seen[t] for t in texts], dtype=np.float32).reshape(len(texts), self.dimension)
 
+    def embed_with_sentences(self, texts, spans, *, progress=None):
+        """The vectors and the sentence vectors pooled in the same run (kb.ingest.prepare)."""
+        import numpy as np
+
+        keys = [(t, tuple(map(tuple, s))) for t, s in zip(texts, spans)]
+        new = [k for k in dict.fromkeys(keys) if k not in self._seen]
+        if new:
+            vectors, sentences = self.inner.embed_with_sentences([t for t, _ in new], [list(s) for _, s in new])
+            self._seen.update(zip(new, zip(vectors, sentences)))
+        if progress:
+            progress(len(texts))
+        vectors = np.array([self._seen[k][0] for k in keys], dtype=np.float32).reshape(len(texts), self.dimension)
+        return vectors, [self._seen[k][1] for k in keys]
+
 
 @pytest.fixture(scope="session")
 def embedder(model):

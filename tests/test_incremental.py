@@ -31,6 +31,10 @@ class CountingEmbedder:
         self.texts.extend(texts)
         return self.inner.embed(texts, progress=progress)
 
+    def embed_with_sentences(self, texts, spans, *, progress=None):
+        self.texts.extend(texts)
+        return self.inner.embed_with_sentences(texts, spans, progress=progress)
+
 
 @pytest.fixture
 def folder(tmp_path):

@@ -22,7 +22,12 @@ Progress = Callable[[int], None]  # called with the number of texts just embedde
 
 
 class Embedder(Protocol):
-    """Anything that maps texts to L2-normalised float32 vectors of one model."""
+    """Anything that maps texts to L2-normalised float32 vectors of one model.
+
+    An embedder may also have embed_with_sentences(texts, spans) -> (vectors, one array of
+    unit vectors per text, a row per span), pooled from the same run's token vectors
+    (kb.ingest.prepare.embed_passages uses it when present; without it, an index stores
+    no sentence vectors and highlights by words alone)."""
 
     model: ModelFiles
     dimension: int
@@ -66,6 +71,21 @@ class SentenceTransformerEmbedder:
                 progress(len(batch))
         return out
 
+    def embed_with_sentences(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                             progress: Progress | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """As OnnxEmbedder's: the vectors, and the token vectors pooled per span, from one run."""
+        outputs = self.st_model.encode(list(texts), output_value=None, batch_size=self.batch_size,
+                                       show_progress_bar=False)
+        encoded = self.st_model.tokenizer(list(texts), return_offsets_mapping=True, return_special_tokens_mask=True,
+                                          truncation=True, max_length=self.st_model.max_seq_length)
+        vectors = np.stack([o["sentence_embedding"].float().cpu().numpy() for o in outputs]).astype(np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        if progress:
+            progress(len(texts))
+        return vectors, [pool_spans(o["token_embeddings"].float().cpu().numpy(), offsets, special, s)
+                         for o, offsets, special, s in zip(outputs, encoded["offset_mapping"],
+                                                            encoded["special_tokens_mask"], spans)]
+
 
 class HashEmbedder:
     """A stand-in for benchmarks and tests of scale: deterministic unit vectors from a hash
@@ -87,6 +107,11 @@ class HashEmbedder:
         if progress:
             progress(len(texts))
         return out
+
+    def embed_with_sentences(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                             progress: Progress | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """As OnnxEmbedder's, with each span's text hashed: what an index stores, at memory speed."""
+        return self.embed(texts, progress=progress), [self.embed([t[a:b] for a, b in s]) for t, s in zip(texts, spans)]
 
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -194,3 +219,27 @@ def _cores(for_indexing: bool, threads: int | None) -> dict:
 
 def _note(message: str) -> None:
     print(f"kb: note: {message}", file=sys.stderr)
+
+
+def pool_spans(tokens: np.ndarray, offsets: Sequence[tuple[int, int]], special: Sequence[int],
+               spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """One unit vector per span (character offsets into the text the model read): the mean
+    of the token vectors (the model's last hidden state, one row per token of the run) of
+    the word pieces inside it, special tokens left out. A span none of whose pieces the
+    model saw (past its window) gets a zero row, which matches nothing."""
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    dimension = tokens.shape[1]
+    if not len(spans):
+        return np.zeros((0, dimension), dtype=np.float32)
+    where = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    keep = (np.asarray(special, dtype=bool) == 0) & (where[:, 1] > where[:, 0])
+    vectors = np.asarray(tokens, dtype=np.float32)[: len(where)][keep]
+    starts, ends = where[keep, 0], where[keep, 1]
+    # Word pieces never straddle a span's edge (spans end at whitespace), and run in order:
+    # each span holds one contiguous run of pieces, summed from a running total.
+    first = np.searchsorted(starts, spans[:, 0], side="left")
+    last = np.maximum(np.searchsorted(ends, spans[:, 1], side="right"), first)
+    totals = np.vstack([np.zeros((1, dimension), np.float32), np.cumsum(vectors, axis=0, dtype=np.float32)])
+    pooled = totals[last] - totals[first]
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return np.divide(pooled, norms, out=np.zeros_like(pooled), where=norms > 1e-12)

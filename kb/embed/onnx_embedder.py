@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import warnings
 import weakref
@@ -40,6 +41,7 @@ from .model import ModelFiles, cache_dir, load_tokenizer
 from .partial_tokenizer import shared_tokenizer
 
 ONNX_FILE = "model.onnx"
+TOKEN_OUTPUT = "token_embeddings"  # the last hidden state, beside the pooled vector (add_token_output)
 DATA_FILE = "model.onnx.data"  # the weights, memory-mapped by onnxruntime
 REFERENCE_FILE = "reference.json"
 VERIFIED_FILE = "verified.json"
@@ -124,6 +126,7 @@ def export_onnx(st_model, dest: Path) -> Path:
         config = st_model[0].auto_model.config
         fused = _fuse_transformer(raw, work / "fused.onnx", config.num_attention_heads, config.hidden_size)
         _save_optimised(fused, work / dest.name)
+        add_token_output(work / dest.name)
         raw.unlink(missing_ok=True)
         fused.unlink(missing_ok=True)
         (work / REFERENCE_FILE).write_text(json.dumps(reference))
@@ -220,6 +223,37 @@ def _save_optimised(source: Path, dest: Path) -> None:
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_FILE)
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def add_token_output(path: Path) -> bool:
+    """Give a saved graph a second output, TOKEN_OUTPUT: the last hidden state, the token
+    vectors that mean pooling averages (kb.embed.embedding.pool_spans pools them per
+    sentence). The graph computes them anyway; exposing them costs a copy. Rewrites only
+    the graph file (the weights file stays). False if the graph already has it."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    if any(o.name == TOKEN_OUTPUT for o in graph.output):
+        return False
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def from_mask(name: str, depth: int = 4) -> bool:
+        node = producer.get(name)
+        return name == "attention_mask" or (depth > 0 and node is not None
+                                            and any(from_mask(i, depth - 1) for i in node.input))
+
+    # sentence_embedding = Div(ReduceSum(Mul(hidden, mask)), count): hidden is the Mul's other input.
+    node = producer[graph.output[0].name]
+    while node.op_type != "Mul":
+        node = producer[node.input[0]]
+    hidden = next(i for i in node.input if not from_mask(i))
+    graph.node.append(onnx.helper.make_node("Identity", [hidden], [TOKEN_OUTPUT]))
+    graph.output.append(onnx.helper.make_tensor_value_info(TOKEN_OUTPUT, onnx.TensorProto.FLOAT, None))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+    return True
 
 
 @contextmanager
@@ -404,6 +438,9 @@ class OnnxEmbedder:
             self._tokenizer.expect_many()
         self._session = session()
         self._inputs = [i.name for i in self._session.get_inputs()]
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._token_output = TOKEN_OUTPUT in self._outputs
+        self._lock = threading.Lock()
         dimension = self._session.get_outputs()[0].shape[-1]
         if "input_ids" not in self._inputs or "attention_mask" not in self._inputs or not isinstance(dimension, int):
             raise OnnxUnavailable(f"{self.path} is not a sentence-embedding graph kb exported")
@@ -424,9 +461,32 @@ class OnnxEmbedder:
 
     def embed(self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """L2-normalised float32 vectors, one row per text, in the order given."""
+        return self._embed(texts, None, progress)[0]
+
+    def embed_with_sentences(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                             progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The texts' vectors, and for each text one unit vector per span of it (character
+        offsets into the text): its token vectors from the same run, mean-pooled over the
+        span (kb.embed.embedding.pool_spans). No model time beyond embed()'s."""
+        if not self._token_output:
+            self._add_token_output()
+        return self._embed(texts, spans, progress)
+
+    def _add_token_output(self) -> None:
+        """A graph exported by an older kb lacks the token output: add it (graph file only), once."""
+        with self._lock:
+            if self._token_output:
+                return
+            add_token_output(self.path)
+            self._session = _session(self.path, self.threads, prepack=not self._prepack_later)
+            self._outputs = [o.name for o in self._session.get_outputs()]
+            self._token_output = TOKEN_OUTPUT in self._outputs
+
+    def _embed(self, texts: Sequence[str], spans, progress) -> tuple[np.ndarray, list[np.ndarray]]:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        pooled: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
         if not len(texts):
-            return out
+            return out, pooled
         self._calls += 1
         if self._prepack_later and self._calls == 2:
             self.expect_many()
@@ -437,6 +497,7 @@ class OnnxEmbedder:
         order = np.argsort(lengths, kind="stable")
         most = max(1, min(self.batch_size, -(-len(texts) // self.workers)))
         batches = _batches(lengths[order], most, self.tokens_per_run, order)
+        wanted = self._outputs[:1] if spans is None else [self._outputs[0], TOKEN_OUTPUT]
 
         def run(batch: np.ndarray) -> np.ndarray:
             ids = np.zeros((len(batch), int(lengths[batch].max())), dtype=np.int64)
@@ -444,7 +505,14 @@ class OnnxEmbedder:
                 ids[row, : lengths[i]] = encodings[i].ids
             mask = (np.arange(ids.shape[1]) < lengths[batch, None]).astype(np.int64)
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            return self._session.run(None, {n: feed[n] for n in self._inputs})[0]
+            results = self._session.run(wanted, {n: feed[n] for n in self._inputs})
+            if spans is not None:
+                from .embedding import pool_spans
+
+                for row, i in enumerate(batch):
+                    e = encodings[i]
+                    pooled[i] = pool_spans(results[1][row, : lengths[i]], e.offsets, e.special_tokens_mask, spans[i])
+            return results[0]
 
         if len(batches) == 1 or self.workers == 1:
             done = ((batch, run(batch)) for batch in batches)
@@ -462,7 +530,7 @@ class OnnxEmbedder:
                     if progress:
                         progress(len(batch))
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        return out, pooled
 
     def _facts(self) -> dict:
         """What else a recorded check depends on besides the files themselves."""

@@ -290,7 +290,7 @@ class _Stager:
             return
         with self.store.transaction():
             for v in self.vectors:
-                self.store.add_embeddings(v.keys, v.vectors, run=self.run_number)
+                self.store.add_embeddings(v.keys, v.vectors, run=self.run_number, sentences=v.sentences)
             for item in self.documents:
                 self.store.stage_document(_document_row(item.document), self.settings.to_dict(),
                                           [_passage_row(p, k) for p, k in zip(item.passages, item.keys)])

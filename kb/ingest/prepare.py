@@ -28,7 +28,9 @@ from .documents import Document, Skipped, SourceFile, read_document
 from ..errors import MACHINE_ERRNOS, io_failure
 from ..embed.model import TokenCounter, packaged_model
 from .passages import ChunkSettings, Passage, make_passages
+from .chunking import sentence_spans
 from ..store.database import vector_key
+from ..store.sentence_vectors import pack
 
 READ_AHEAD = 64  # documents read and chunked ahead of the embedder
 
@@ -39,6 +41,7 @@ Known = Callable[[Sequence[bytes]], set]  # vector keys -> those already stored
 class Vectors:
     keys: list[bytes]
     vectors: np.ndarray
+    sentences: list[bytes | None] | None = None  # packed sentence vectors (kb.store.sentence_vectors)
 
 
 @dataclass
@@ -75,6 +78,23 @@ def keys_for(passages: Sequence[Passage], model_id: str) -> list[bytes]:
     return [vector_key(prefix + p.embedding_text) for p in passages]
 
 
+def embed_passages(embedder, passages: Sequence[Passage]) -> tuple[np.ndarray, list[bytes | None]]:
+    """The passages' vectors, and each one's sentence vectors packed (kb.store.sentence_vectors),
+    pooled in the same model run. None for a passage of one sentence (its own vector says
+    it all) and for every passage when the embedder cannot pool (it has no
+    embed_with_sentences): the highlight then reads those by their words alone."""
+    texts = [p.embedding_text for p in passages]
+    pool = getattr(embedder, "embed_with_sentences", None)
+    if pool is None:
+        return embedder.embed(texts), [None] * len(texts)
+    spans = [s if len(s := sentence_spans(p.text)) > 1 else [] for p in passages]
+    # The model reads the context (headings) first, then a newline, then the text.
+    shifted = [[(a + len(p.context) + 1, b + len(p.context) + 1) for a, b in s] if p.context else s
+               for p, s in zip(passages, spans)]
+    vectors, sentences = pool(texts, shifted)
+    return vectors, [pack(s, v) if s else None for s, v in zip(spans, sentences)]
+
+
 def read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings, raw: bytes | None = None):
     """(document, passages), or Skipped with the reason the file cannot be used.
 
@@ -100,14 +120,14 @@ class LocalExecutor:
     def prepare(self, files: Sequence[SourceFile], *, settings: ChunkSettings, stored_sha256: dict[str, str],
                 known: Known) -> Iterator[Item]:
         waiting: deque[tuple[Prepared, int]] = deque()  # documents, and texts queued when they came
-        missing: dict[bytes, str] = {}  # key -> text, for the model, in order
+        missing: dict[bytes, Passage] = {}  # key -> passage, for the model, in order
         queued = embedded = 0
 
         def embed_batch():
             nonlocal embedded
             keys = list(missing)[: self.batch]
             if keys:
-                yield Vectors(keys, self.get_embedder().embed([missing[k] for k in keys]))
+                yield Vectors(keys, *embed_passages(self.get_embedder(), [missing[k] for k in keys]))
             for k in keys:
                 del missing[k]
             embedded += len(keys)
@@ -127,7 +147,7 @@ class LocalExecutor:
             cached = known(keys)
             for key, p in zip(keys, passages):
                 if key not in cached and key not in missing:
-                    missing[key] = p.embedding_text
+                    missing[key] = p
                     queued += 1
             reused = sum(1 for k in keys if k in cached)
             waiting.append((Prepared(f, document, passages, keys, reused=reused), queued))

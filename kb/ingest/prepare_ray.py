@@ -47,7 +47,7 @@ from urllib.parse import urlparse
 from .documents import Skipped, SourceFile
 from ..errors import BadInput, KbError
 from ..embed.model import packaged_model
-from .passages import ChunkSettings
+from .passages import ChunkSettings, Passage
 from .prepare import Failed, Item, Known, LocalExecutor, Prepared, Touched, Vectors, READ_AHEAD
 
 LOCAL_BELOW = 256 * 1024  # bytes to read under which a run stays in this process
@@ -160,7 +160,7 @@ class _Dispatch:
         self.files = deque(files)
         self.calls: dict = {}  # ObjectRef -> (kind, worker index)
         self.busy = [0] * len(workers)  # calls in flight per worker
-        self.queue: dict[bytes, str] = {}  # key -> text, not sent yet
+        self.queue: dict[bytes, Passage] = {}  # key -> passage, not sent yet
         self.waiting: dict[bytes, list[int]] = {}  # key queued or being embedded -> documents waiting for it
         self.documents: dict[int, tuple[Prepared, set[bytes]]] = {}  # -> keys still to come
         self.chunking = 0
@@ -217,8 +217,8 @@ class _Dispatch:
         if not self.queue or not (full or all_chunked or ahead_full):
             return False
         keys = list(self.queue)[: self.texts_per_call]
-        texts = [self.queue.pop(k) for k in keys]
-        self._track(self.workers[worker].embed.remote(keys, texts), "embed", worker)
+        passages = [self.queue.pop(k) for k in keys]
+        self._track(self.workers[worker].embed.remote(keys, passages), "embed", worker)
         return True
 
     def _track(self, ref, kind: str, worker: int) -> None:
@@ -230,8 +230,8 @@ class _Dispatch:
         self.busy[worker] -= 1
         result = _get(ref)
         if kind == "embed":
-            keys, vectors = result
-            yield Vectors(keys, vectors)
+            keys, vectors, sentences = result
+            yield Vectors(keys, vectors, sentences)
             for key in keys:
                 for doc_id in self.waiting.pop(key, ()):
                     prepared, missing = self.documents[doc_id]
@@ -253,7 +253,7 @@ class _Dispatch:
             missing.add(key)
             if key not in self.waiting:
                 self.waiting[key] = []
-                self.queue[key] = passage.embedding_text
+                self.queue[key] = passage
         if not missing:
             yield result
             return

@@ -29,7 +29,7 @@ from .documents import Skipped, SourceFile
 from ..errors import KbError
 from ..embed.model import TokenCounter, offline_environment, packaged_model
 from .passages import ChunkSettings
-from .prepare import Failed, Prepared, Touched, keys_for, read_and_chunk
+from .prepare import Failed, Prepared, Touched, embed_passages, keys_for, read_and_chunk
 
 CPU_TEXTS_PER_CALL = 64  # ~3-6 s of one CPU thread: little is redone when a worker dies
 GPU_TEXTS_PER_CALL = 512  # a GPU needs big batches to be busy
@@ -69,9 +69,10 @@ class Worker:
             return Touched(file)
         return Prepared(file, document, passages, keys_for(passages, self.model_id))
 
-    def embed(self, keys: list[bytes], texts: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
-        """The texts' vectors, with the keys they were sent with (results arrive in any order)."""
-        return keys, self.embedder.embed(texts)
+    def embed(self, keys: list[bytes], passages: Sequence) -> tuple[list[bytes], np.ndarray, list]:
+        """The passages' vectors and packed sentence vectors (kb.ingest.prepare.embed_passages),
+        with the keys they were sent with (results arrive in any order)."""
+        return (keys, *embed_passages(self.embedder, passages))
 
 
 def worker_embedder(threads: int, gpu: bool):

@@ -1,6 +1,10 @@
-"""The sentence of each hit that best answers the question, found without running the model.
+"""The sentence of each hit that best answers the question, without running the model on it.
 
-A sentence scores 0.5 x term evidence + 0.5 x soft word match:
+With the index's sentence vectors (kb.store.sentence_vectors: pooled from the passage's
+own token vectors when it was embedded), a sentence scores
+    MODEL_WEIGHT x cosine of its vector with the question's + (1 - MODEL_WEIGHT) x soft word match.
+Without them (a passage stored by an embedder that cannot pool, or by kb before they
+existed), by its words alone: 0.5 x term evidence + 0.5 x soft word match.
 - term evidence: the idf-weighted share of the question's terms (stemmed, stopwords
   dropped, as BM25 sees them) that occur in the sentence;
 - soft word match: for each word piece of the question (stopwords dropped), its best
@@ -9,11 +13,11 @@ A sentence scores 0.5 x term evidence + 0.5 x soft word match:
   which the stemmer cannot see.
 Ties go to the sentence with more of the question's words by prefix, then the earlier one.
 
-Before, each sentence of every hit was embedded and compared with the question: 0.1-0.7 s
-per question, more than everything else a question costs. On XQuAD, given the passage that
-holds the answer, this method put the answer in the highlighted sentence more often than
-the model did (0.837 vs 0.824; bench/highlight.py has the figures and the methods tried),
-at about a millisecond per question.
+The question's vector is the one the search already made: no model call here. On the
+article's paraphrased questions the sentence vectors put the answer in the highlighted
+sentence 29 times in 35 where words alone did 24; on XQuAD, whose questions reuse their
+passage's words, the two are level (bench/sentences.py). Embedding every sentence at
+question time, as kb 0.1 did, cost 0.1-0.7 s per question.
 """
 
 from __future__ import annotations
@@ -34,21 +38,44 @@ from ..embed.model import ModelFiles, cache_dir, packaged_model
 from ..embed.partial_tokenizer import shared_tokenizer
 
 WEIGHT = 0.5  # share of the soft word match; XQuAD was flat from 0.2 to 0.65 (bench/highlight.py)
+# With sentence vectors, a sentence scores MODEL_WEIGHT x its vector's cosine with the
+# question + the rest x soft word match; term evidence then only hurt (bench/sentences.py).
+MODEL_WEIGHT = 0.45
 STATIC_FILE = "word_pieces.npy"
 CHUNK_CACHE_MAX = 200_000  # whitespace chunks remembered (a few tens of MB at most)
 
 Idf = Callable[[str], float]
 
 
-def best_sentences(questions: Sequence[str], hits: Sequence[Sequence[Hit]], lexical) -> list[list[Hit]]:
-    """The hits with sentence_start/sentence_end set (lexical: anything with .idf(term))."""
+class Sentences(NamedTuple):
+    """Sentences of a text with their cosines to the question, from stored sentence vectors."""
+
+    spans: np.ndarray  # int n x 2: character offsets into the text
+    cosines: np.ndarray  # float n
+
+
+def best_sentences(questions: Sequence[str], hits: Sequence[Sequence[Hit]], lexical,
+                   evidence: Sequence[Sequence[Sentences | None]] | None = None) -> list[list[Hit]]:
+    """The hits with sentence_start/sentence_end set (lexical: anything with .idf(term)).
+
+    evidence: per question, per hit, its sentences and their cosines with the question
+    (kb.query.search reads them from the index); a hit without them has its sentences
+    found here and judged by their words alone."""
     pieces = WordPieces.load()
     pieces.learn([h.text for row in hits for h in row])
     out = []
-    for question, row in zip(questions, hits):
+    for n, (question, row) in enumerate(zip(questions, hits)):
         query = _Query(question, pieces, lexical.idf)
-        spans = [sentence_spans(h.text) for h in row]
-        best = query.best([h.text for h in row], spans)
+        found = [None] * len(row) if evidence is None else evidence[n]
+        spans = [sentence_spans(h.text) if e is None else [tuple(x) for x in e.spans.tolist()]
+                 for h, e in zip(row, found)]
+        best = []
+        for words, e in zip(query.scores([h.text for h in row], spans, only_several=True), found):
+            if e is None:
+                best.append(_pick([(WEIGHT * soft + (1 - WEIGHT) * term, shared) for term, soft, shared in words]))
+            else:
+                best.append(_pick([(MODEL_WEIGHT * cosine + (1 - MODEL_WEIGHT) * soft, shared)
+                                   for cosine, (_, soft, shared) in zip(e.cosines.tolist(), words)]))
         out.append([h if not s else replace(h, sentence_start=h.char_start + s[i][0], sentence_end=h.char_start + s[i][1])
                     for h, s, i in zip(row, spans, best)])
     return out
@@ -64,19 +91,30 @@ class _Query:
 
     def best(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[int]:
         """Per text, the index of its best-answering sentence among its spans (0 if it has
-        none or one). All the texts' sentences are compared with the question at once."""
-        several = [n for n, s in enumerate(spans) if len(s) > 1]
+        none or one), by words alone. All the texts' sentences are compared at once."""
+        return [_pick([(WEIGHT * soft + (1 - WEIGHT) * term, shared) for term, soft, shared in row])
+                for row in self.scores(texts, spans, only_several=True)]
+
+    def scores(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+               only_several: bool = False) -> list[list[tuple[float, float, int]]]:
+        """Per text, per sentence: (term evidence, soft word match, question words it shares
+        by prefix). With only_several, texts of fewer than two sentences get none (there is
+        nothing to choose)."""
+        several = [n for n, s in enumerate(spans) if len(s) > 1 or (s and not only_several)]
         sentences = [[self.pieces.words(texts[n][a:b]) for a, b in spans[n]] for n in several]
         soft = iter(self.pieces.max_similarity(self.vectors, [s.ids for row in sentences for s in row]))
         total = sum(self.weights.values()) or 1.0
-        best = [0] * len(texts)
+        out: list[list[tuple[float, float, int]]] = [[] for _ in texts]
         for n, row in zip(several, sentences):
-            scores = []
             for sentence, similarity in zip(row, soft):
                 evidence = sum(w for t, w in self.weights.items() if t in sentence.terms) / total
-                scores.append((WEIGHT * similarity + (1 - WEIGHT) * evidence, len(self.prefixes & sentence.prefixes)))
-            best[n] = max(range(len(row)), key=lambda i: (scores[i], -i))
-        return best
+                out[n].append((evidence, similarity, len(self.prefixes & sentence.prefixes)))
+        return out
+
+
+def _pick(scores: Sequence[tuple]) -> int:
+    """The best score's index; ties go to the earlier sentence."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i)) if len(scores) > 1 else 0
 
 
 class _Words(NamedTuple):

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 @dataclass(frozen=True)
 class Hit:
     rank: int
-    score: float  # what ranked it: `fused` in hybrid mode, else `dense` or `lexical` (see kb.query.search)
+    score: float  # what ranked it: hybrid mode, 0.75 x fused + 0.25 x sentence_score; else `dense` or `lexical` (kb.query.search)
     text: str
     source: str  # path as given to `kb index` (relative to where it ran), or absolute
     line_start: int
@@ -28,6 +28,7 @@ class Hit:
     # Where in the file, for formats whose places are not pages or records: "slide 3",
     # "sheet Budget, rows 2-41", "message 4", "OCR" (text read from an image).
     location: str | None = None
+    sentence_score: float | None = None  # cosine of the question with the passage's best-matching sentence
 
     @property
     def sentence(self) -> str:

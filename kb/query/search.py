@@ -7,10 +7,14 @@
 Scores (Hit.score is the one the mode ranks by):
 - dense: cosine similarity of question and passage embeddings, in [-1, 1];
 - lexical: BM25 divided by the most the question's terms allow (kb.store.lexical), in [0, 1);
-- hybrid (default): weight * dense + (1 - weight) * lexical. Both parts are absolute,
-  not rescaled per question, so a fused score means the same thing for every question
-  and --min-score is one threshold for all. Each part is computed exactly for every
-  candidate, including those only one retriever found.
+- hybrid (default): 0.75 x fused + 0.25 x sentence, where fused = weight * dense +
+  (1 - weight) * lexical, and sentence is the cosine of the question with the passage's
+  best-matching sentence (its sentence vectors were pooled from the model's token vectors
+  at index time, kb.store.sentence_vectors; a passage of one sentence, or one stored
+  without them, counts its dense cosine). Every part is absolute, not rescaled per
+  question, so a score means the same thing for every question and --min-score is one
+  threshold for all. Each part is computed exactly for every candidate, including those
+  only one retriever found. (rrf and minmax fusions rank by the fused value alone.)
 Path filters restrict both retrievers before their top-k, so k hits still come back.
 """
 
@@ -27,10 +31,11 @@ import numpy as np
 from . import fusion
 from ..store.background import alongside
 from ..errors import BadInput, CorruptIndex
-from .highlight import best_sentences
+from .highlight import Sentences, best_sentences
 from .hits import Hit
 from ..store.lexical import LexicalIndex, query_terms
 from ..store.database import PassageSpan, Store, StoredDocument
+from ..store import sentence_vectors
 from ..store.vector_index import VectorIndex
 
 MODES = ("dense", "lexical", "hybrid")
@@ -41,6 +46,7 @@ COSINE_RANGE = (-1.01, 1.01)
 BM25_SHARE_RANGE = (0.0, 1.1)  # [0, 1) by construction (kb.store.lexical); a margin for tantivy's own idf
 DEFAULT_FUSION = "convex"
 DEFAULT_WEIGHT = 0.5  # share of the dense part in convex fusion
+SENTENCE_WEIGHT = 0.25  # share of the best sentence's cosine in a hybrid score (bench/sentences.py)
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 Freshness = Callable[[StoredDocument], str]  # -> "fresh" | "stale" | "gone"
@@ -53,6 +59,7 @@ class SearchOptions:
     mode: str = DEFAULT_MODE
     fusion: str = DEFAULT_FUSION
     weight: float = DEFAULT_WEIGHT
+    sentence_weight: float = SENTENCE_WEIGHT  # share of the best sentence's cosine in a hybrid score
     min_score: float | None = None  # drop hits scoring below this
     paths: tuple[str, ...] = ()  # globs on the cited or absolute path; any may match
     mmr: float | None = None  # MMR lambda in [0, 1] (1 = relevance only); None = off
@@ -67,6 +74,8 @@ class SearchOptions:
             raise BadInput(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
         if not 0.0 <= self.weight <= 1.0:
             raise BadInput("the dense weight must be between 0 and 1")
+        if not 0.0 <= self.sentence_weight <= 1.0:
+            raise BadInput("the sentence weight must be between 0 and 1")
         if self.mmr is not None and not 0.0 <= self.mmr <= 1.0:
             raise BadInput("--mmr must be between 0 and 1")
         score = self.min_score
@@ -88,6 +97,7 @@ class _Candidate:
     line_start: int
     line_end: int
     parts: tuple[int, ...] = ()  # passage ids merged into this one, in merge order (itself first)
+    sentence: float | None = None  # cosine of the question with the passage's best sentence
 
 
 def search(
@@ -125,8 +135,12 @@ def search(
     # Candidates are ranked and merged by their spans alone; their documents' rows and
     # their text are read only for those that can still become hits.
     spans = store.spans(sorted({i for row in ids for i in row}))
+    # Each candidate's sentences and their cosines with the question (no model call: the
+    # sentence vectors were stored at index time).
+    sentences = _sentence_cosines(store, ids, query_vectors) if query_vectors is not None else None
     scored = [_score(options, vectors, lexical, terms[n], None if query_vectors is None else query_vectors[n],
-                     dense_lists[n], lexical_lists[n], ids[n], rest) for n, rest in enumerate(lexical_rest_done())]
+                     dense_lists[n], lexical_lists[n], ids[n], rest, sentences and sentences[n])
+              for n, rest in enumerate(lexical_rest_done())]
 
     documents = _Documents(store)
     results = [_best(scores, spans, documents, freshness, vectors, k, options) for scores in scored]
@@ -135,7 +149,10 @@ def search(
                   documents.freshness(c.passage.document_id, freshness) == "stale")
              for rank, c in enumerate(row, start=1)] for row in results]
     if options.best_sentence:
-        hits = best_sentences(questions, hits, lexical)
+        evidence = None
+        if sentences is not None and store.has_sentences:
+            evidence = [[_hit_sentences(c, spans, texts, sentences[n]) for c in row] for n, row in enumerate(results)]
+        hits = best_sentences(questions, hits, lexical, evidence)
     return hits
 
 
@@ -169,9 +186,9 @@ def _best(scores: dict[int, tuple], spans: dict[int, PassageSpan], documents: "_
         p = spans.get(pid)
         if p is None:
             continue
-        _, dense, lex, fused = scores[pid]
+        _, dense, lex, fused, sentence = scores[pid]
         candidates.append(_Candidate(p, score, dense, lex, fused, p.char_start, p.char_end, p.line_start,
-                                     p.line_end, (p.id,)))
+                                     p.line_end, (p.id,), sentence))
     if options.merge_overlaps:
         candidates = merge_overlaps(candidates)
     if options.min_score is not None:
@@ -204,9 +221,11 @@ def _candidate_ids(mode: str, dense_list, lexical_list) -> list[int]:
 
 
 def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_vector, dense_list, lexical_list,
-           ids: list[int], lexical_rest: dict[int, float]) -> dict[int, tuple]:
-    """passage id -> (score, dense, lexical, fused) for this question's candidates (ids);
-    lexical_rest: raw BM25 of those the lexical top k did not hold."""
+           ids: list[int], lexical_rest: dict[int, float], sentences: dict[int, Sentences] | None
+           ) -> dict[int, tuple]:
+    """passage id -> (score, dense, lexical, fused, sentence) for this question's candidates
+    (ids); lexical_rest: raw BM25 of those the lexical top k did not hold; sentences: the
+    cosines of the candidates' stored sentences (None: no question vector)."""
     dense = dict(dense_list)
     raw = {**dict(lexical_list), **lexical_rest}
     if query_vector is not None:
@@ -219,17 +238,52 @@ def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_ve
     _in_range(dense, COSINE_RANGE, "vector")
     _in_range(lex, BM25_SHARE_RANGE, "lexical")
 
+    # A passage without stored sentences (one sentence long) is its own best sentence.
+    best = {} if sentences is None else {i: (float(sentences[i].cosines.max()) if i in sentences else dense[i])
+                                         for i in ids}
     if options.mode == "dense":
-        return {i: (dense[i], dense[i], lex[i], None) for i in ids}
+        return {i: (dense[i], dense[i], lex[i], None, best.get(i)) for i in ids}
     if options.mode == "lexical":
-        return {i: (lex[i], None, lex[i], None) for i in ids}
+        return {i: (lex[i], None, lex[i], None, None) for i in ids}
     if options.fusion == "rrf":
         fused = fusion.rrf([[i for i, _ in dense_list], [i for i, _ in lexical_list]])
     elif options.fusion == "minmax":
         fused = fusion.convex(fusion.min_max({i: dense[i] for i in ids}), fusion.min_max(lex), options.weight)
     else:
         fused = fusion.convex({i: dense[i] for i in ids}, lex, options.weight)
-    return {i: (fused.get(i, 0.0), dense[i], lex[i], fused.get(i, 0.0)) for i in ids}
+        share = options.sentence_weight
+        return {i: ((1 - share) * fused.get(i, 0.0) + share * best[i], dense[i], lex[i],
+                    fused.get(i, 0.0), best[i]) for i in ids}
+    return {i: (fused.get(i, 0.0), dense[i], lex[i], fused.get(i, 0.0), best.get(i)) for i in ids}
+
+
+def _sentence_cosines(store: Store, ids: list[list[int]], query_vectors: np.ndarray) -> list[dict[int, Sentences]]:
+    """Per question, candidate id -> its stored sentences' spans (into its text) and their
+    cosines with the question, for the candidates that have them."""
+    stored = {pid: sentence_vectors.read(blob)
+              for pid, blob in store.sentences(sorted({i for row in ids for i in row})).items()}
+    out = []
+    for row, query_vector in zip(ids, query_vectors):
+        have = [i for i in row if i in stored]
+        values = sentence_vectors.cosines([stored[i] for i in have], query_vector)
+        out.append({i: Sentences(stored[i][0], v) for i, v in zip(have, values)})
+    return out
+
+
+def _hit_sentences(c: _Candidate, spans: dict[int, PassageSpan], texts: dict[int, tuple[str, str]],
+                   sentences: dict[int, Sentences]) -> Sentences | None:
+    """The sentences of a hit (offsets into its text) with their cosines, from its passages'
+    stored ones; None when its first passage has none (one sentence, or none stored)."""
+    if c.parts[0] not in sentences:
+        return None
+    found: dict[tuple[int, int], float] = {}
+    for pid in c.parts:
+        if pid in sentences:
+            shift = spans[pid].char_start - c.char_start
+            for (a, b), cosine in zip(sentences[pid].spans.tolist(), sentences[pid].cosines.tolist()):
+                found[a + shift, b + shift] = max(cosine, found.get((a + shift, b + shift), -1.0))
+    ordered = sorted(found)
+    return Sentences(np.array(ordered, dtype=np.int64).reshape(-1, 2), np.array([found[s] for s in ordered]))
 
 
 def _in_range(scores: dict[int, float], bounds: tuple[float, float], index: str) -> None:
@@ -369,4 +423,4 @@ def _hit(rank: int, c: _Candidate, text: str, document: StoredDocument, context:
     return Hit(rank=rank, score=r(c.score), text=text, source=document.source, line_start=c.line_start,
                line_end=c.line_end, char_start=c.char_start, char_end=c.char_end, context=context,
                passage_id=p.id, stale=stale, page=p.page, record=p.record, location=p.location,
-               dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused))
+               dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused), sentence_score=r(c.sentence))

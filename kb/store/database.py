@@ -39,7 +39,8 @@ from urllib.parse import quote
 
 from ..errors import CorruptIndex, IndexMismatch, classify
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: sentence vectors (kb.store.sentence_vectors)
+READABLE_VERSIONS = (2, SCHEMA_VERSION)  # a format-2 index reads and updates without them
 PAGE_SIZE = 8192
 READ_MMAP_BYTES = 1 << 40  # readers map as much of the file as SQLite allows (see Store)
 
@@ -80,6 +81,12 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vector BLOB NOT NULL,
     run INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Sentence vectors of an embedded text (kb.store.sentence_vectors), under its embeddings key:
+-- they come and go with its vector. A rowid table: a blob of a few KB stays in its row.
+CREATE TABLE IF NOT EXISTS sentences (key BLOB PRIMARY KEY, data BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS embeddings_removed AFTER DELETE ON embeddings BEGIN
+    DELETE FROM sentences WHERE key = old.key;
+END;
 -- Passages deleted since the vector index's base file was written (kb.store.vector_index).
 CREATE TABLE IF NOT EXISTS removed_passages (passage_id INTEGER PRIMARY KEY);
 CREATE TRIGGER IF NOT EXISTS passages_removed AFTER DELETE ON passages BEGIN
@@ -194,7 +201,7 @@ class Store:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA cache_size = -65536")  # 64 MB: big runs touch many pages
                 version = self.get_meta("schema_version") if self._has_meta() else None
-                if version not in (None, SCHEMA_VERSION):
+                if version not in (None, *READABLE_VERSIONS):
                     raise IndexMismatch(f"index {path} has format {version}, this kb writes format "
                                         f"{SCHEMA_VERSION}; run `kb index --rebuild`")
                 self.conn.executescript(_SCHEMA)
@@ -205,12 +212,14 @@ class Store:
             if isinstance(error, CorruptIndex):
                 raise CorruptIndex(f"index database {path} is unreadable ({e}); run `kb index --rebuild`") from None
             raise error from None
-        if version is None and create:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif version != SCHEMA_VERSION:
+        if create and version != SCHEMA_VERSION:
+            self.set_meta("schema_version", SCHEMA_VERSION)  # new, or format 2 given its sentences table
+            version = SCHEMA_VERSION
+        if version not in READABLE_VERSIONS:
             raise IndexMismatch(
                 f"index {path} has format {version}, this kb reads format {SCHEMA_VERSION}; run `kb index --rebuild`"
             )
+        self.has_sentences = version >= 3
 
     def _connect_reader(self, path: Path) -> sqlite3.Connection:
         # mode=rw: never create an empty database by accident on a read path.
@@ -332,7 +341,7 @@ class Store:
 
     def delete_all(self) -> None:
         """Every document and passage, and the vectors (a rebuild embeds everything again)."""
-        for table in ("documents", "passages", "embeddings", "removed_passages", "staged_documents",
+        for table in ("documents", "passages", "sentences", "embeddings", "removed_passages", "staged_documents",
                       "staged_passages"):
             self.conn.execute(f"DELETE FROM {table}")
 
@@ -355,12 +364,17 @@ class Store:
                 f"SELECT key FROM embeddings WHERE key IN ({marks}) AND run >= ?", [*chunk, since]))
         return found
 
-    def add_embeddings(self, keys: Sequence[bytes], vectors: np.ndarray, *, run: int) -> None:
+    def add_embeddings(self, keys: Sequence[bytes], vectors: np.ndarray, *, run: int,
+                       sentences: Sequence[bytes | None] | None = None) -> None:
+        """Store vectors (and the packed sentence vectors of those that have them)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.conn.executemany(
             "INSERT INTO embeddings(key, vector, run) VALUES (?, ?, ?)"
             " ON CONFLICT(key) DO UPDATE SET vector = excluded.vector, run = excluded.run",
             [(k, v.tobytes(), run) for k, v in zip(keys, vectors)])
+        if sentences is not None:
+            self.conn.executemany("INSERT OR REPLACE INTO sentences(key, data) VALUES (?, ?)",
+                                  [(k, s) for k, s in zip(keys, sentences) if s is not None])
 
     def prune_embeddings(self, keys: Iterable[bytes] | None = None, *, since_run: int | None = None) -> int:
         """Drop vectors no passage (live or staged) uses: those of `keys`, those embedded
@@ -504,6 +518,15 @@ class Store:
             raise CorruptIndex(f"stored vectors in {self.path} do not have dimension {dimension}; "
                                "run `kb index --rebuild`")
         return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimension)
+
+    def sentences(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """passage id -> its packed sentence vectors (kb.store.sentence_vectors), for those
+        of these passages that have them."""
+        if not len(ids) or not self.has_sentences:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return dict(self.conn.execute("SELECT p.id, s.data FROM passages p JOIN sentences s ON s.key = p.vector_key"
+                                      f" WHERE p.id IN ({marks})", [int(i) for i in ids]))
 
     def spans(self, ids: Sequence[int]) -> dict[int, PassageSpan]:
         """Where these passages sit, without their text or their document's row: a question
