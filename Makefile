@@ -34,12 +34,12 @@ test: install
 # The CLI reference is generated from the Click commands (cog), then the site is built in
 # strict mode: a broken link, a missing page or a bad API reference fails the build.
 docs: install
-	$(VENV)/bin/cog -I docs -r -q docs/cli-reference.md
+	$(VENV)/bin/cog -I docs -r --verbosity=1 docs/cli-reference.md
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # What CI runs: the reference must already be current (it is never rewritten here).
 docs-check: install
-	$(VENV)/bin/cog -I docs --check docs/cli-reference.md
+	$(VENV)/bin/cog -I docs --check --diff --check-fail-msg "run make docs" docs/cli-reference.md
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 clean:
