@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 @dataclass(frozen=True)
 class Hit:
     rank: int
-    score: float  # what ranked it: hybrid mode, 0.75 x fused + 0.25 x sentence_score; else `dense` or `lexical` (kb.query.search)
+    score: float  # what ranked it: hybrid mode, 0.85 x fused + 0.15 x sentence_score; else `dense` or `lexical` (kb.query.search)
     text: str
     source: str  # path as given to `kb index` (relative to where it ran), or absolute
     line_start: int

@@ -7,7 +7,7 @@
 Scores (Hit.score is the one the mode ranks by):
 - dense: cosine similarity of question and passage embeddings, in [-1, 1];
 - lexical: BM25 divided by the most the question's terms allow (kb.store.lexical), in [0, 1);
-- hybrid (default): 0.75 x fused + 0.25 x sentence, where fused = weight * dense +
+- hybrid (default): 0.85 x fused + 0.15 x sentence, where fused = weight * dense +
   (1 - weight) * lexical, and sentence is the cosine of the question with the passage's
   best-matching sentence (its sentence vectors were pooled from the model's token vectors
   at index time, kb.store.sentence_vectors; a passage of one sentence, or one stored
@@ -46,7 +46,7 @@ COSINE_RANGE = (-1.01, 1.01)
 BM25_SHARE_RANGE = (0.0, 1.1)  # [0, 1) by construction (kb.store.lexical); a margin for tantivy's own idf
 DEFAULT_FUSION = "convex"
 DEFAULT_WEIGHT = 0.5  # share of the dense part in convex fusion
-SENTENCE_WEIGHT = 0.25  # share of the best sentence's cosine in a hybrid score (bench/sentences.py)
+SENTENCE_WEIGHT = 0.15  # share of the best sentence's cosine in a hybrid score (notes/sentences.md)
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 Freshness = Callable[[StoredDocument], str]  # -> "fresh" | "stale" | "gone"
