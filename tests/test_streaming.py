@@ -87,3 +87,47 @@ def test_a_large_mailbox_indexes_in_the_memory_of_a_message(big_mbox, tmp_path):
     assert hits[0].location == f"message {NEEDLE_AT}", [h.citation for h in hits]
     assert "seventeen brass telescopes" in hits[0].text
     assert hits[0].citation.endswith(f"(message {NEEDLE_AT})")
+
+
+# The same index run, a streamed file handed on 4 passages at a time; prints the index's passages.
+PARTS = ("import sys; import kb.ingest.prepare as prepare; prepare.PART = 4; from kb import KnowledgeBase; "
+         "from kb.embed.embedding import HashEmbedder; from kb.embed.model import packaged_model; "
+         "print(KnowledgeBase(sys.argv[2], embedder=HashEmbedder(packaged_model())).index([sys.argv[1]]).passages)")
+
+
+def test_a_run_killed_half_way_through_a_mailbox_reads_it_again_whole(tmp_path):
+    box = tmp_path / "box.mbox"
+    write_mbox(box, 40, attachments=False)
+    index = tmp_path / "index"
+    killed = subprocess.run([sys.executable, "-c", PARTS, str(box), str(index)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "KB_BATCH": "8", "KB_CRASH_AT": "batch-committed:2"})
+    assert killed.returncode == -9, killed.stderr
+    resumed = subprocess.run([sys.executable, "-c", PARTS, str(box), str(index)], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "KB_BATCH": "8"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(resumed.stdout.split()[-1]) == 40  # a passage a message, each once
+    located = {h.location for h in KnowledgeBase(index).ask("weekly note", k=50, mode="lexical")}
+    assert located == {f"message {n}" for n in range(1, 41)}
+
+
+def test_a_mailbox_that_fails_part_way_is_skipped_whole(tmp_path, monkeypatch):
+    from kb.embed.embedding import HashEmbedder
+    from kb.embed.model import packaged_model
+    from kb.ingest import prepare
+    from kb.ingest.readers import STREAMS, mail
+    from kb.ingest.sections import Section
+
+    def failing(path):
+        for n in range(1, 30):
+            yield Section(f"Message {n} talks about kettles.", location=f"message {n}")
+        raise ValueError("the disk went away half-way")
+
+    monkeypatch.setattr(prepare, "PART", 4)
+    monkeypatch.setitem(STREAMS, ".mbox", failing)
+    (tmp_path / "box.mbox").write_bytes(b"From a\nSubject: x\n\nhello\n")
+    (tmp_path / "note.txt").write_text("Kettles boil water.")
+    kb = KnowledgeBase(tmp_path / "index", embedder=HashEmbedder(packaged_model()))
+    report = kb.index([tmp_path / "box.mbox", tmp_path / "note.txt"])
+    assert report.added == [str(tmp_path / "note.txt")]
+    assert [(s.source, s.reason) for s in report.skipped] == [(str(tmp_path / "box.mbox"), "the disk went away half-way")]
+    assert report.passages == 1 and mail.stream_mbox is not failing

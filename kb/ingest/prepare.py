@@ -159,7 +159,7 @@ class LocalExecutor:
 
     def prepare(self, files: Sequence[SourceFile], *, settings: ChunkSettings, stored_sha256: dict[str, str],
                 known: Known) -> Iterator[Item]:
-        waiting: deque[tuple[Prepared, int]] = deque()  # documents, and texts queued when they came
+        waiting: deque[tuple[Prepared | Failed, int]] = deque()  # documents, and texts queued when they came
         missing: dict[bytes, str] = {}  # key -> text, for the model, in order
         queued = embedded = 0
 
@@ -177,7 +177,10 @@ class LocalExecutor:
         waiting_passages = 0
         for f, result in read_ahead(files, settings, stored_sha256):
             if isinstance(result, Skipped):
-                yield Failed(f, result)
+                if waiting and waiting[-1][0].file is f:  # a streamed file failed part of the way:
+                    waiting.append((Failed(f, result), queued))  # after its parts, which the writer drops
+                else:
+                    yield Failed(f, result)
                 continue
             document, passages, first, last = result
             if first == 0 and last and stored_sha256.get(f.abspath) == document.sha256:
