@@ -136,7 +136,8 @@ def measure(path: Path, work: Path, pythonpath: str, env: dict | None = None) ->
     index = work / f"index-{path.stem}-{abs(hash(pythonpath)) % 1000}"
     shutil.rmtree(index, ignore_errors=True)
     run = subprocess.run([sys.executable, "-c", WRAPPER, sys.executable, "-c", CHILD, str(path), str(index)],
-                         capture_output=True, text=True, env={**os.environ, **(env or {}), "PYTHONPATH": pythonpath})
+                         capture_output=True, text=True, env={**os.environ, **(env or {}), "PYTHONPATH": pythonpath},
+                         cwd=work)  # not a checkout's folder: `python -c` puts the cwd before PYTHONPATH
     shutil.rmtree(index, ignore_errors=True)
     if run.returncode:
         return {"error": run.stderr.strip()[-300:]}

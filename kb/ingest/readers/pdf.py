@@ -22,6 +22,7 @@ from typing import Iterator
 from ..sections import Section
 
 MAX_SECONDS = 120.0  # a 1,000-page book extracts in well under a minute
+REOPEN_EVERY = 16  # scanned pages rendered before PDFium opens the file afresh (_Ocr)
 
 
 def read_pdf(raw: bytes, path: str) -> list[Section]:
@@ -76,6 +77,7 @@ def _pdf(source, render_from) -> Iterator[Section]:
                 continue
             finally:
                 spent += time.monotonic() - started
+            _forget_images(reader)
             text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
             if text.strip():
                 with_text += 1
@@ -95,6 +97,24 @@ def _pdf(source, render_from) -> Iterator[Section]:
         raise ValueError("PDF has no extractable text (scanned images?)" if not failed else "unreadable PDF pages")
 
 
+def _forget_images(reader) -> None:
+    """Drop the image streams pypdf cached while reading a page (extract_text resolves
+    the page's XObjects): kept, a scanned book's pages would all stay in memory. They
+    are read again from the file should another page use them."""
+    cache = getattr(reader, "resolved_objects", None)
+    if not isinstance(cache, dict):
+        return
+    for key in [k for k, v in cache.items() if _is_image(v)]:
+        del cache[key]
+
+
+def _is_image(value) -> bool:
+    try:
+        return hasattr(value, "get_data") and value.get("/Subtype") == "/Image"
+    except Exception:
+        return False
+
+
 def _has_images(page) -> bool:
     try:
         resources = page.get("/Resources") or {}
@@ -110,6 +130,7 @@ class _Ocr:
 
     def __init__(self, render_from):
         self.render_from, self.document, self.why = render_from, None, None
+        self.read = 0  # pages rendered
 
     def page(self, number: int) -> Section:
         from . import ocr
@@ -125,6 +146,11 @@ class _Ocr:
                     self.why = f"no text layer, and OCR failed ({str(e)[:60] or type(e).__name__})"
         if self.why:
             return Section("", page=number, skipped=self.why)
+        self.read += 1
+        if self.read % REOPEN_EVERY == 0 and isinstance(self.render_from, str):
+            # PDFium keeps what it parsed (a scan's image data) until the document closes.
+            self.document.close()
+            self.document = ocr.open_pdf(self.render_from)
         try:
             text = ocr.read_pdf_page(self.document, number)
         except Exception as e:  # PDFium could not render this page
