@@ -131,3 +131,32 @@ def test_a_mailbox_that_fails_part_way_is_skipped_whole(tmp_path, monkeypatch):
     assert report.added == [str(tmp_path / "note.txt")]
     assert [(s.source, s.reason) for s in report.skipped] == [(str(tmp_path / "box.mbox"), "the disk went away half-way")]
     assert report.passages == 1 and mail.stream_mbox is not failing
+
+
+def test_a_long_scan_is_read_page_by_page_in_order(tmp_path, monkeypatch):
+    """40 scanned pages through the stream (PDFium opened afresh every 16): each page's
+    OCR text, in order, cited by page. Tesseract is stood in for: the real one is
+    exercised by tests/test_ocr.py, and takes seconds a page."""
+    from PIL import Image, ImageDraw
+
+    from kb.ingest.readers import ocr, pdf
+
+    pages = []
+    for n in range(1, 41):
+        image = Image.new("L", (200, 260), 255)
+        ImageDraw.Draw(image).text((20, 20 + n), f"page {n}", fill=0)
+        pages.append(image)
+    path = tmp_path / "scan.pdf"
+    pages[0].save(path, "PDF", resolution=72, save_all=True, append_images=pages[1:])
+    seen = []
+
+    def read_image_text(image):
+        seen.append(image.size)
+        return f"Text read from scanned page {len(seen)}.", 90.0
+
+    monkeypatch.setattr(ocr, "missing", lambda: None)
+    monkeypatch.setattr(ocr, "read_image_text", read_image_text)
+    sections = list(pdf.stream_pdf(str(path)))
+    assert [(s.page, s.location, s.text) for s in sections] == \
+        [(n, "OCR", f"Text read from scanned page {n}.") for n in range(1, 41)]
+    assert len(seen) == 40 and pdf.REOPEN_EVERY < 40
