@@ -129,7 +129,8 @@ def test_a_mailbox_that_fails_part_way_is_skipped_whole(tmp_path, monkeypatch):
     kb = KnowledgeBase(tmp_path / "index", embedder=HashEmbedder(packaged_model()))
     report = kb.index([tmp_path / "box.mbox", tmp_path / "note.txt"])
     assert report.added == [str(tmp_path / "note.txt")]
-    assert [(s.source, s.reason) for s in report.skipped] == [(str(tmp_path / "box.mbox"), "the disk went away half-way")]
+    assert [(s.source, s.reason) for s in report.skipped] == \
+        [(str(tmp_path / "box.mbox"), "the disk went away half-way")]
     assert report.passages == 1 and mail.stream_mbox is not failing
 
 

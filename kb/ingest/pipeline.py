@@ -280,7 +280,8 @@ class _Stager:
             if item.last:
                 self.report.skipped.extend(item.document.skipped_parts)
             if item.first == 0:
-                (self.report.changed if item.file.abspath in self.stored else self.report.added).append(item.file.source)
+                listed = self.report.changed if item.file.abspath in self.stored else self.report.added
+                listed.append(item.file.source)
             if not item.last:
                 self.partial.add(item.file.abspath)
         elif isinstance(item, Touched):

@@ -154,7 +154,8 @@ class _Ocr:
         try:
             text = ocr.read_pdf_page(self.document, number)
         except Exception as e:  # PDFium could not render this page
-            return Section("", page=number, skipped=f"no text layer, and OCR failed ({str(e)[:60] or type(e).__name__})")
+            why = f"no text layer, and OCR failed ({str(e)[:60] or type(e).__name__})"
+            return Section("", page=number, skipped=why)
         if not text.strip():
             return Section("", page=number, skipped="no text found by OCR")
         return Section(text, page=number, location="OCR")
