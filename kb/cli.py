@@ -69,7 +69,8 @@ def cli():
 @click.option("--rebuild", is_flag=True,
               help="Discard the existing index and embed everything again (a killed rebuild resumes when re-run).")
 @click.option("--max-file-size", default="20MB", show_default=True, metavar="SIZE",
-              help="Skip files larger than this (e.g. 500KB, 20MB, 1GB; 0 for no cap).")
+              help="Skip files larger than this (e.g. 500KB, 20MB, 1GB; 0 for no cap). Mailboxes and PDFs "
+                   "are read a message or a page at a time: their cap is 2GB, or this if larger.")
 @click.option("--passage-tokens", type=click.IntRange(32, 254), default=None, metavar="N",
               help="Passage size in the model's word pieces (default: as the index was built, else 200). "
                    "Changing it re-embeds everything.")
@@ -154,7 +155,8 @@ def index(paths, index_dir, rebuild, max_file_size, passage_tokens, vector_index
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @INDEX_OPTION
 @click.option("--max-file-size", default="20MB", show_default=True, metavar="SIZE",
-              help="Skip files larger than this (e.g. 500KB, 20MB, 1GB; 0 for no cap).")
+              help="Skip files larger than this (e.g. 500KB, 20MB, 1GB; 0 for no cap). Mailboxes and PDFs "
+                   "are read a message or a page at a time: their cap is 2GB, or this if larger.")
 @click.option("--passage-tokens", type=click.IntRange(32, 254), default=None, metavar="N",
               help="Passage size in word pieces (as `kb index`).")
 @click.option("--vector-index", type=click.Choice(["auto", "exact", "ivf"]), default=None,

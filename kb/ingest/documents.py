@@ -26,6 +26,9 @@ from .sections import Section
 # Files larger than this are skipped (a setting: `kb index --max-file-size`): one
 # stray multi-gigabyte log or dump should not stall a run or fill the index.
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
+# A file read as a stream (a mailbox, a PDF: kb.ingest.readers.STREAMS) costs the memory
+# of a message or a page, not of the file: its cap is this, or max_file_size if larger.
+STREAMED_MAX_FILE_SIZE = 2 * 1024 * 1024 * 1024
 # How files are read into sections: recorded in the index, whose next `kb index` re-reads
 # every file when it changes (vectors of unchanged passages are reused, by content).
 # Bump it when a reader starts making different sections, outlines or markup.
@@ -41,6 +44,17 @@ def _readers():
     return READERS
 
 
+def _streams():
+    from .readers import STREAMS
+
+    return STREAMS
+
+
+def streamed(path: str) -> bool:
+    """Whether a file of this name is read from disk a section at a time (not whole)."""
+    return Path(path).suffix.lower() in _streams()
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """A file found on disk, before it is read: enough to tell if it changed."""
@@ -54,10 +68,14 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class Document:
-    """A file read into sections; sha256 is of the file's bytes."""
+    """A file read into sections; sha256 is of the file's bytes.
+
+    A streamed file's sections are an iterator, read from disk as it is consumed (once);
+    its skipped_parts are complete when the iterator is exhausted.
+    """
 
     file: SourceFile
-    sections: list[Section]
+    sections: list[Section] | Iterator[Section]
     sha256: str
     skipped_parts: list[Skipped] = field(default_factory=list)  # pages it could not read, and why
 
@@ -150,8 +168,11 @@ def read_document(file: SourceFile, raw: bytes | None = None) -> Document:
     """Read one file with its format's reader; raises ValueError/OSError with a reason.
 
     raw: the file's bytes when they were read elsewhere (a Ray worker is sent them by
-    the process that found the file); by default the file is opened here.
+    the process that found the file); by default the file is opened here, and a format
+    with a stream (kb.ingest.readers.STREAMS) is read a section at a time.
     """
+    if raw is None and (stream := _streams().get(Path(file.abspath).suffix.lower())):
+        return _streamed_document(file, stream)
     if raw is None:
         with open(file.abspath, "rb") as f:
             raw = f.read()
@@ -163,6 +184,36 @@ def read_document(file: SourceFile, raw: bytes | None = None) -> Document:
     parts = [Skipped(f"{file.source} ({_part(s)})", s.skipped, file=file.source)
              for s in read if s.skipped and not s.text.strip()]
     return Document(file=file, sections=sections, sha256=hashlib.sha256(raw).hexdigest(), skipped_parts=parts)
+
+
+def _streamed_document(file: SourceFile, stream) -> Document:
+    """A Document whose sections are read as they are consumed. The sha256 is of the
+    file's bytes, hashed a block at a time; the sections are read up to the first with
+    text here, so a file that cannot be used fails before any of it is staged."""
+    digest = hashlib.sha256()
+    with open(file.abspath, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    parts: list[Skipped] = []
+    sections = stream(file.abspath)
+
+    def with_text():
+        for s in sections:
+            if s.text.strip():
+                yield s
+            elif s.skipped:
+                parts.append(Skipped(f"{file.source} ({_part(s)})", s.skipped, file=file.source))
+
+    found = with_text()
+    first = next(found, None)
+    if first is None:
+        raise ValueError("empty file")
+
+    def read():
+        yield first
+        yield from found
+
+    return Document(file=file, sections=read(), sha256=digest.hexdigest(), skipped_parts=parts)
 
 
 def _part(section: Section) -> str:
@@ -355,6 +406,8 @@ def _source_file(source: str, skipped: list[Skipped], max_file_size: int | None 
     if not os.path.isfile(source):
         skipped.append(Skipped(source, "not a regular file"))
         return None
+    if max_file_size is not None and streamed(source):
+        max_file_size = max(max_file_size, STREAMED_MAX_FILE_SIZE)
     if max_file_size is not None and st.st_size > max_file_size:
         skipped.append(Skipped(source, f"{_size(st.st_size)} is over the size cap of "
                                        f"{_size(max_file_size)} (--max-file-size)"))

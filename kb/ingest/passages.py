@@ -64,10 +64,10 @@ class Passage:
 
 
 def make_passages(document: Document, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
-    return [p for section in document.sections for p in _section_passages(section, counter, settings)]
+    return [p for section in document.sections for p in section_passages(section, counter, settings)]
 
 
-def _section_passages(section: Section, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
+def section_passages(section: Section, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
     text = section.text
     chunks = chunk_text(
         text,

@@ -46,6 +46,9 @@ from ..store.database import Store, StoredDocument
 from ..store.vector_index import VectorLayout
 
 BATCH = 512  # vectors and passages committed together: at most this much work is lost to a kill
+# The chunking recorded for a streamed document staged before its last part: no run's
+# settings match it, so a run killed half-way through a mailbox reads it again.
+_PART_STAGED = {"staged": "in part"}
 
 
 @dataclass
@@ -261,6 +264,7 @@ class _Stager:
         self.touched: list[tuple[int, SourceFile]] = []
         self.dimension: int | None = None
         self.batches = 0
+        self.partial: set[str] = set()  # streamed files some of whose parts were taken, not the last
 
     def take(self, item: Item) -> None:
         if isinstance(item, Vectors):
@@ -273,13 +277,20 @@ class _Stager:
             self.documents.append(item)
             self.size += len(item.passages)
             self.report.passages_reused += item.reused
-            self.report.skipped.extend(item.document.skipped_parts)
-            (self.report.changed if item.file.abspath in self.stored else self.report.added).append(item.file.source)
+            if item.last:
+                self.report.skipped.extend(item.document.skipped_parts)
+            if item.first == 0:
+                listed = self.report.changed if item.file.abspath in self.stored else self.report.added
+                listed.append(item.file.source)
+            if not item.last:
+                self.partial.add(item.file.abspath)
         elif isinstance(item, Touched):
             self.touched.append((self.stored[item.file.abspath].id, item.file))
             self.report.unchanged += 1
             self.done(item.file, 0)
         else:
+            if item.file.abspath in self.partial:  # a streamed file failed part of the way: drop its parts
+                self._drop(item.file)
             self.report.skipped.append(item.skipped)
             self.done(item.file, 0)
         if self.size >= self.batch:
@@ -292,14 +303,30 @@ class _Stager:
             for v in self.vectors:
                 self.store.add_embeddings(v.keys, v.vectors, run=self.run_number, sentences=v.sentences)
             for item in self.documents:
-                self.store.stage_document(_document_row(item.document), self.settings.to_dict(),
-                                          [_passage_row(p, k) for p, k in zip(item.passages, item.keys)])
+                self.store.stage_document(_document_row(item.document),
+                                          self.settings.to_dict() if item.last else _PART_STAGED,
+                                          [_passage_row(p, k) for p, k in zip(item.passages, item.keys)],
+                                          first=item.first)
         for item in self.documents:
-            self.staged.append(item.file)
-            self.done(item.file, len(item.passages))
+            self.progress.passages += len(item.passages)
+            if item.last:
+                self.partial.discard(item.file.abspath)
+                self.staged.append(item.file)
+                self.done(item.file, 0)
         self.vectors, self.documents, self.size = [], [], 0
         self.batches += 1
         _crash_point("batch-committed", self.batches)
+
+    def _drop(self, f: SourceFile) -> None:
+        """Forget a streamed file's parts, staged or waiting: it is reported as skipped."""
+        self.partial.discard(f.abspath)
+        self.size -= sum(len(d.passages) for d in self.documents if d.file.abspath == f.abspath)
+        self.documents = [d for d in self.documents if d.file.abspath != f.abspath]
+        for listed in (self.report.added, self.report.changed):
+            if f.source in listed:
+                listed.remove(f.source)
+        with self.store.transaction():
+            self.store.unstage([f.abspath])
 
     def done(self, f: SourceFile, passages: int) -> None:
         self.progress.files_done += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -27,12 +27,13 @@ import numpy as np
 from .documents import Document, Skipped, SourceFile, read_document
 from ..errors import MACHINE_ERRNOS, io_failure
 from ..embed.model import TokenCounter, packaged_model
-from .passages import ChunkSettings, Passage, make_passages
+from .passages import ChunkSettings, Passage, make_passages, section_passages
 from .chunking import sentence_spans
 from ..store.database import vector_key
 from ..store.sentence_vectors import pack
 
-READ_AHEAD = 64  # documents read and chunked ahead of the embedder
+READ_AHEAD = 64  # documents (or parts of a streamed one) read and chunked ahead of the embedder
+PART = 256  # passages of a streamed document (a mailbox, a long PDF) handed on together
 
 Known = Callable[[Sequence[bytes]], set]  # vector keys -> those already stored
 
@@ -51,6 +52,12 @@ class Prepared:
     passages: list[Passage]
     keys: list[bytes]
     reused: int = 0  # passages whose vectors were already stored
+    # A streamed document (kb.ingest.documents.streamed) comes in parts of up to PART
+    # passages, in order: `first` is the ordinal of this part's first passage in the
+    # document, `last` is set on its final part (the document's skipped_parts are
+    # complete by then). A document read whole is one part.
+    first: int = 0
+    last: bool = True
 
 
 @dataclass
@@ -98,10 +105,22 @@ def embed_passages(embedder, passages: Sequence[Passage]) -> tuple[np.ndarray, l
 def read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings, raw: bytes | None = None):
     """(document, passages), or Skipped with the reason the file cannot be used.
 
-    raw: the file's bytes, if they were already read (see kb.ingest.documents.read_document)."""
+    raw: the file's bytes, if they were already read (see kb.ingest.documents.read_document).
+    A streamed document is read whole here (a Ray worker returns it): LocalExecutor reads
+    it in parts instead (read_parts)."""
+    return _guarded(f, lambda: _whole(read_document(f, raw), counter, settings))
+
+
+def _whole(document: Document, counter: TokenCounter, settings: ChunkSettings):
+    if not isinstance(document.sections, list):
+        document = replace(document, sections=list(document.sections))
+    return document, make_passages(document, counter, settings)
+
+
+def _guarded(f: SourceFile, work: Callable[[], object]):
+    """work(), or Skipped with the reason the file cannot be used."""
     try:
-        document = read_document(f, raw)
-        return document, make_passages(document, counter, settings)
+        return work()
     except (OSError, ValueError) as e:
         if isinstance(e, OSError) and e.errno in MACHINE_ERRNOS:
             # Not this file's fault: skipping it would drop it from the index. Stop the run.
@@ -109,6 +128,47 @@ def read_and_chunk(f: SourceFile, counter: TokenCounter, settings: ChunkSettings
         return Skipped(f.source, getattr(e, "strerror", None) or str(e))
     except Exception as e:  # a parser's bug on one odd file must not cost the run
         return Skipped(f.source, f"could not be read ({type(e).__name__}: {str(e)[:80]})")
+
+
+def read_parts(f: SourceFile, counter: TokenCounter, settings: ChunkSettings,
+               stored_sha256: str | None = None) -> Iterator[object]:
+    """(document, passages, first, last) parts of a file, then Skipped if it fails on the
+    way: one part for a file read whole; a streamed file's passages PART at a time, so
+    only a part's text is held (a file whose sha256 is stored_sha256 is not read on)."""
+    document = _guarded(f, lambda: read_document(f))
+    if isinstance(document, Skipped):
+        yield document
+        return
+    if document.sha256 == stored_sha256:  # unchanged: the caller touches it, nothing more is read
+        yield document, [], 0, True
+        return
+    if isinstance(document.sections, list):
+        passages = _guarded(f, lambda: make_passages(document, counter, settings))
+        yield passages if isinstance(passages, Skipped) else (document, passages, 0, True)
+        return
+    parts = iter(_streamed_parts(document, counter, settings))
+    first = 0
+    while True:
+        part = _guarded(f, lambda: next(parts, None))
+        if isinstance(part, Skipped):
+            yield part
+            return
+        if part is None:
+            yield document, [], first, True
+            return
+        yield document, part, first, False
+        first += len(part)
+
+
+def _streamed_parts(document: Document, counter: TokenCounter, settings: ChunkSettings) -> Iterator[list[Passage]]:
+    part: list[Passage] = []
+    for section in document.sections:
+        part.extend(section_passages(section, counter, settings))
+        if len(part) >= PART:
+            yield part
+            part = []
+    if part:
+        yield part
 
 
 class LocalExecutor:
@@ -119,7 +179,7 @@ class LocalExecutor:
 
     def prepare(self, files: Sequence[SourceFile], *, settings: ChunkSettings, stored_sha256: dict[str, str],
                 known: Known) -> Iterator[Item]:
-        waiting: deque[tuple[Prepared, int]] = deque()  # documents, and texts queued when they came
+        waiting: deque[tuple[Prepared | Failed, int]] = deque()  # documents, and texts queued when they came
         missing: dict[bytes, Passage] = {}  # key -> passage, for the model, in order
         queued = embedded = 0
 
@@ -135,12 +195,15 @@ class LocalExecutor:
                 yield waiting.popleft()[0]
 
         waiting_passages = 0
-        for f, result in read_ahead(files, settings):
+        for f, result in read_ahead(files, settings, stored_sha256):
             if isinstance(result, Skipped):
-                yield Failed(f, result)
+                if waiting and waiting[-1][0].file is f:  # a streamed file failed part of the way:
+                    waiting.append((Failed(f, result), queued))  # after its parts, which the writer drops
+                else:
+                    yield Failed(f, result)
                 continue
-            document, passages = result
-            if stored_sha256.get(f.abspath) == document.sha256:
+            document, passages, first, last = result
+            if first == 0 and last and stored_sha256.get(f.abspath) == document.sha256:
                 yield Touched(f)
                 continue
             keys = keys_for(passages, self.model_id)
@@ -150,7 +213,7 @@ class LocalExecutor:
                     missing[key] = p
                     queued += 1
             reused = sum(1 for k in keys if k in cached)
-            waiting.append((Prepared(f, document, passages, keys, reused=reused), queued))
+            waiting.append((Prepared(f, document, passages, keys, reused=reused, first=first, last=last), queued))
             waiting_passages += len(passages)
             # Embed a full batch; also release documents that need nothing embedded, so
             # a resumed run whose vectors are all stored still streams.
@@ -163,8 +226,9 @@ class LocalExecutor:
             yield from embed_batch()
 
 
-def read_ahead(files: Sequence[SourceFile], settings: ChunkSettings) -> Iterator[tuple[SourceFile, object]]:
-    """(file, (document, passages) or Skipped) in order, produced by a thread ahead of the caller."""
+def read_ahead(files: Sequence[SourceFile], settings: ChunkSettings,
+               stored_sha256: dict[str, str] | None = None) -> Iterator[tuple[SourceFile, object]]:
+    """(file, a part (read_parts) or Skipped) in order, produced by a thread ahead of the caller."""
     items: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
     stop = threading.Event()
 
@@ -174,7 +238,10 @@ def read_ahead(files: Sequence[SourceFile], settings: ChunkSettings) -> Iterator
             for f in files:
                 if stop.is_set():
                     return
-                items.put((f, read_and_chunk(f, counter, settings)))
+                for part in read_parts(f, counter, settings, (stored_sha256 or {}).get(f.abspath)):
+                    items.put((f, part))
+                    if stop.is_set():
+                        return
         except BaseException as e:  # surfaced in the caller's thread
             items.put((None, e))
         items.put(None)

@@ -26,6 +26,9 @@ How a run goes:
 - Faults: a worker killed mid-call is restarted by Ray and the call retried (3 times
   each); a run whose worker cannot be restarted fails with one line, and, like any
   failed run, resumes from its last committed batch when run again.
+- Files read as a stream by LocalExecutor (a mailbox, a PDF: kb.ingest.readers.STREAMS)
+  are read whole on a worker, so those over DEFAULT_MAX_FILE_SIZE (20 MB) are skipped
+  with a reason that says to index them without --ray.
 - Small runs stay local: Ray costs seconds to start and more before the first vectors,
   so runs with less than `local_below` bytes to read (256 KB; KB_RAY_LOCAL_BELOW) use
   LocalExecutor and say so on stderr.
@@ -44,7 +47,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
-from .documents import Skipped, SourceFile
+from .documents import DEFAULT_MAX_FILE_SIZE, Skipped, SourceFile, streamed
 from ..errors import BadInput, KbError
 from ..embed.model import packaged_model
 from .passages import ChunkSettings, Passage
@@ -198,6 +201,13 @@ class _Dispatch:
             while self.files:
                 f = self.files.popleft()
                 raw = None
+                if f.size > DEFAULT_MAX_FILE_SIZE and streamed(f.abspath):
+                    # Read here as a stream, a mailbox of any size costs a message; on a
+                    # worker it is read whole, and sent whole: too large for that.
+                    yield Failed(f, Skipped(f.source, f"too large to send to a Ray worker ({f.size // 2**20} MB, "
+                                                      f"over {DEFAULT_MAX_FILE_SIZE // 2**20} MB): "
+                                                      "index it without --ray, which reads it as a stream"))
+                    continue
                 if self.ship_bytes:
                     try:
                         with open(f.abspath, "rb") as handle:

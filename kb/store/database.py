@@ -399,18 +399,26 @@ class Store:
         rows = self.conn.execute("SELECT abspath, source, size, mtime_ns, sha256, chunking FROM staged_documents")
         return {r[0]: StagedDocument(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows}
 
-    def stage_document(self, row: dict, chunking: dict, passages: Sequence[dict]) -> None:
-        self.conn.execute("DELETE FROM staged_documents WHERE abspath = ?", (row["abspath"],))
-        self.conn.execute(
-            "INSERT INTO staged_documents(abspath, source, kind, size, mtime_ns, sha256, chunking)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row["abspath"], row["source"], row["kind"], row["size"], row["mtime_ns"], row["sha256"],
-             json.dumps(chunking)))
+    def stage_document(self, row: dict, chunking: dict, passages: Sequence[dict], first: int = 0) -> None:
+        """Stage a document and its passages. A long document may come in parts: the
+        first (first=0) stages it, each later one (first: its first passage's ordinal)
+        adds passages and sets chunking; a part before the last should carry a chunking
+        no run matches, so a killed run's half-staged document is read again."""
+        if first == 0:
+            self.conn.execute("DELETE FROM staged_documents WHERE abspath = ?", (row["abspath"],))
+            self.conn.execute(
+                "INSERT INTO staged_documents(abspath, source, kind, size, mtime_ns, sha256, chunking)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row["abspath"], row["source"], row["kind"], row["size"], row["mtime_ns"], row["sha256"],
+                 json.dumps(chunking)))
+        else:
+            self.conn.execute("UPDATE staged_documents SET chunking = ? WHERE abspath = ?",
+                              (json.dumps(chunking), row["abspath"]))
         self.conn.executemany(
             f"INSERT INTO staged_passages(abspath, {_PASSAGE_COLUMNS}) VALUES ({_PASSAGE_MARKS})",
             [(row["abspath"], n, p["text"], p["context"], p["char_start"], p["char_end"], p["line_start"],
               p["line_end"], p["page"], p["record"], p["vector_key"], p.get("location"), p.get("indexed"))
-             for n, p in enumerate(passages)])
+             for n, p in enumerate(passages, start=first)])
 
     def unstage(self, abspaths: Iterable[str] | None = None) -> None:
         if abspaths is None:

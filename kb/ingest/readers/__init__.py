@@ -7,17 +7,26 @@ section's `location` names where it sits in words a person can look up ("slide 3
 "sheet Budget, rows 2-41", "message 4"); a section with `skipped` set and no text is
 a part of the file that could not be read (a scanned page without OCR), reported as
 such. To add a format, write a module here and register its extensions in READERS.
+
+A format that can be long (a mailbox, a scanned book) may also register a stream in
+STREAMS: `stream(path: str) -> Iterator[Section]`, reading the file from disk and
+yielding sections as it goes (the same sections, in the same order, as its reader
+makes of the file's bytes). kb.ingest.documents uses it when the file is read where it
+lies, so such a file costs the memory of a message or a page, not of the file; its
+errors about the whole file (not this format, encrypted, no text) must come before
+the first section with text, or at the end when there is none.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..sections import Section
 from . import (asciidoc, code, docx, epub, html, jsonl, latex, mail, ocr, office, opendocument, org, pdf, rst,
                rtf, tables, text)
 
 Reader = Callable[[bytes, str], "list[Section]"]
+Stream = Callable[[str], "Iterator[Section]"]
 
 # Extension (lower case, with dot) -> (kind, reader). The kind is stored and shown.
 READERS: dict[str, tuple[str, Reader]] = {
@@ -50,4 +59,10 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".mbox": ("mail", mail.read_mbox),
     **{extension: ("image", ocr.read_image) for extension in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")},
     **{extension: ("code", code.read_code) for extension in code.LANGUAGES},
+}
+
+# Extension -> stream (module docstring): read from the path, a section at a time.
+STREAMS: dict[str, Stream] = {
+    ".mbox": mail.stream_mbox,
+    ".pdf": pdf.stream_pdf,
 }

@@ -8,24 +8,28 @@ own. Citations name the message ("message 4" in a mailbox; "attachment report.pd
 page 2" for an attachment's page).
 
 A mailbox is cut into messages at its "From " separator lines and parsed one message at
-a time, so only one message's parsed form is in memory beside the file's bytes.
+a time. `stream_mbox` reads it from its path that way and yields each message's sections
+as it goes (kb.ingest.readers.STREAMS): a mailbox of any size costs the memory of one
+message, not of the file (kb.ingest.documents.read_document).
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import io
 import os
 import re
+from dataclasses import replace
 from email.header import decode_header, make_header
 from email.message import Message
+from typing import IO, Iterator
 
 from ..sections import Section, one_after_another
 from .html import read_html
 from .text import decode_text
 
-_SEPARATOR = re.compile(rb"^From ", re.MULTILINE)
-MAX_MESSAGES = 100_000
+MAX_MESSAGES = 1_000_000  # then the rest of the mailbox is reported as a skipped part
 
 
 def read_eml(raw: bytes, path: str) -> list[Section]:
@@ -35,15 +39,47 @@ def read_eml(raw: bytes, path: str) -> list[Section]:
 
 
 def read_mbox(raw: bytes, path: str) -> list[Section]:
-    starts = [m.start() for m in _SEPARATOR.finditer(raw)]
-    if not starts or starts[0] != 0 and raw[: starts[0]].strip():
+    return list(_mbox(io.BytesIO(raw)))
+
+
+def stream_mbox(path: str) -> Iterator[Section]:
+    """The sections of a mailbox, read from disk a message at a time (lines numbered on)."""
+    with open(path, "rb") as f:
+        yield from _mbox(f)
+
+
+def _mbox(f: IO[bytes]) -> Iterator[Section]:
+    line = 1
+    for number, raw in enumerate(_messages(f), start=1):
+        if number > MAX_MESSAGES:
+            yield Section("", location=f"messages {number}-", skipped=f"over {MAX_MESSAGES:,} messages: not read")
+            return
+        try:
+            sections = _message(raw, place=f"message {number}")
+        except Exception as e:  # one odd message costs only itself
+            sections = [Section("", location=f"message {number}",
+                                skipped=f"unreadable message ({type(e).__name__}: {str(e)[:60]})")]
+        for s in sections:  # as sections.one_after_another, a message at a time
+            yield replace(s, first_line=line)
+            line += s.text.count("\n") + 1
+
+
+def _messages(f: IO[bytes]) -> Iterator[bytes]:
+    """Each message's bytes (past its "From " separator line), one at a time."""
+    lines: list[bytes] | None = None
+    for text in f:
+        if text.startswith(b"From "):
+            if lines is not None:
+                yield b"".join(lines)
+            lines = []
+        elif lines is None:
+            if text.strip():
+                raise ValueError("not an mbox mailbox (it does not start with a \"From \" line)")
+        else:
+            lines.append(text)
+    if lines is None:
         raise ValueError("not an mbox mailbox (it does not start with a \"From \" line)")
-    sections: list[Section] = []
-    for number, start in enumerate(starts[:MAX_MESSAGES], start=1):
-        end = starts[number] if number < len(starts) else len(raw)
-        body_start = raw.find(b"\n", start, end) + 1 or end  # past the "From " separator line
-        sections.extend(_message(raw[body_start:end], place=f"message {number}"))
-    return one_after_another(sections)
+    yield b"".join(lines)
 
 
 def _message(raw: bytes, place: str) -> list[Section]:

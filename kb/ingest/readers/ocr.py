@@ -152,21 +152,33 @@ def _prepared(frame):
     return image
 
 
-def read_pdf_pages(raw: bytes, numbers: list[int]) -> dict[int, str]:
-    """OCR text of these 1-based pages of a PDF, rendered at RENDER_DPI (pages with none left out)."""
-    pdfium = require("pypdfium2")
-    document = pdfium.PdfDocument(raw)
+def open_pdf(source):
+    """A PDFium document of a PDF's bytes or path (a path is read by seeking, not loaded)."""
+    return require("pypdfium2").PdfDocument(source)
+
+
+def read_pdf_page(document, number: int) -> str:
+    """OCR text of a 1-based page of a PDFium document, rendered at RENDER_DPI. The page's
+    pixels (about 8 MB for a letter page) are let go before this returns."""
+    page = document[number - 1]
     try:
-        texts = {}
-        for number in numbers:
-            page = document[number - 1]
-            try:
-                image = page.render(scale=RENDER_DPI / 72, grayscale=True).to_pil()
-            finally:
-                page.close()
+        bitmap = page.render(scale=RENDER_DPI / 72, grayscale=True)
+        try:
+            image = bitmap.to_pil()
             text, _ = read_image_text(image)
-            if text.strip():
-                texts[number] = text
-        return texts
+            image.close()
+            del image
+        finally:
+            bitmap.close()
+    finally:
+        page.close()
+    return text
+
+
+def read_pdf_pages(raw: bytes, numbers: list[int]) -> dict[int, str]:
+    """OCR text of these 1-based pages of a PDF (pages with none left out)."""
+    document = open_pdf(raw)
+    try:
+        return {number: text for number in numbers if (text := read_pdf_page(document, number)).strip()}
     finally:
         document.close()
