@@ -227,7 +227,7 @@ def _save_optimised(source: Path, dest: Path) -> None:
 
 def add_token_output(path: Path) -> bool:
     """Give a saved graph a second output, TOKEN_OUTPUT: the last hidden state, the token
-    vectors that mean pooling averages (kb.embed.embedding.pool_spans pools them per
+    vectors that mean pooling averages (kb.embed.pooling.pool_spans pools them per
     sentence). The graph computes them anyway; exposing them costs a copy. Rewrites only
     the graph file (the weights file stays). False if the graph already has it."""
     import onnx
@@ -467,7 +467,7 @@ class OnnxEmbedder:
                              progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """The texts' vectors, and for each text one unit vector per span of it (character
         offsets into the text): its token vectors from the same run, mean-pooled over the
-        span (kb.embed.embedding.pool_spans). No model time beyond embed()'s."""
+        span (kb.embed.pooling.pool_spans). No model time beyond embed()'s."""
         if not self._token_output:
             self._add_token_output()
         return self._embed(texts, spans, progress)
@@ -507,7 +507,7 @@ class OnnxEmbedder:
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
             results = self._session.run(wanted, {n: feed[n] for n in self._inputs})
             if spans is not None:
-                from .embedding import pool_spans
+                from .pooling import pool_spans
 
                 for row, i in enumerate(batch):
                     e = encodings[i]

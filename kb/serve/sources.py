@@ -109,7 +109,7 @@ def document_text(file: IndexedFile) -> str:
     in citations), and a JSONL file as its own lines (records are cited by line)."""
     document, raw = _verified(file)
     if any(s.single_line for s in document.sections):
-        from ..ingest.readers.text import decode_text
+        from ..ingest.readers.encoding import decode_text
 
         return decode_text(raw)
     if any(s.page is not None for s in document.sections):

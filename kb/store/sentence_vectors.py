@@ -1,7 +1,7 @@
 """Sentence vectors, packed small: what the highlight and the ranking read of each passage.
 
 At index time each passage of two or more sentences gets one vector per sentence, pooled
-from the model's own token vectors of the passage (kb.embed.embedding.pool_spans), in the
+from the model's own token vectors of the passage (kb.embed.pooling.pool_spans), in the
 same run that embeds the passage: no extra model time. They are stored beside the
 passage's vector, under the same content key (kb.store.database), so whatever reuses a
 vector (an unchanged part of an edited file, a moved file, a resumed run) reuses these.

@@ -20,7 +20,7 @@ import re
 
 from ..sections import Section, Stretch
 from .outline import blank, line_starts, merge, stretches
-from .text import decode_text
+from .encoding import decode_text
 
 _ONE_LINE_TITLE = re.compile(r"^(={1,6})[ \t]+(\S.*?)(?:[ \t]+=+)?[ \t]*$")
 _UNDERLINE = re.compile(r"^([=\-~^+])\1+[ \t]*$")

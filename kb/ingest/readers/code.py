@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from ..sections import Section
-from .text import decode_text
+from .encoding import decode_text
 
 BLOCK_CHARS = 1200  # merge neighbouring small definitions up to this size
 LONG_LINE = 2000  # a line this long means minified or generated, not written

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from ..sections import Section
-from .text import decode_text
+from .encoding import decode_text
 
 # Never content: code, chrome around the content, and hidden or interactive parts.
 _DROP = ("script, style, noscript, template, svg, canvas, iframe, object, form, button, select,"

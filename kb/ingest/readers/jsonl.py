@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from ..sections import Section
-from .text import decode_text
+from .encoding import decode_text
 
 TEXT_FIELDS = ("text", "contents", "content", "body")
 ID_FIELDS = ("_id", "id", "docid")

@@ -14,7 +14,7 @@ import re
 
 from ..sections import Section, Stretch
 from .outline import merge
-from .text import decode_text
+from .encoding import decode_text
 
 _LEVELS = {"part": 0, "chapter": 1, "section": 2, "subsection": 3, "subsubsection": 4, "paragraph": 5,
            "subparagraph": 6}

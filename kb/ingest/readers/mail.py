@@ -27,7 +27,7 @@ from typing import IO, Iterator
 
 from ..sections import Section, one_after_another
 from .html import read_html
-from .text import decode_text
+from .encoding import decode_text
 
 MAX_MESSAGES = 1_000_000  # then the rest of the mailbox is reported as a skipped part
 

@@ -14,7 +14,7 @@ import re
 
 from ..sections import Section, Stretch
 from .outline import line_starts, merge, stretches
-from .text import decode_text
+from .encoding import decode_text
 
 _HEADLINE = re.compile(r"^(\*+)[ \t]+(?:(?:TODO|DONE|NEXT|WAITING|CANCELLED|CANCELED)[ \t]+)?"
                        r"(?:\[#[A-Z0-9]\][ \t]+)?(.*?)(?:[ \t]+:[\w@#%:]+:)?[ \t]*$")

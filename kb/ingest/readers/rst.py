@@ -24,7 +24,7 @@ import re
 
 from ..sections import Section, Stretch
 from .outline import blank as _blank, indent as _indent, line_starts, merge, stretches
-from .text import decode_text
+from .encoding import decode_text
 
 _ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")  # ----, ====, ~~~~ (one char repeated)
 _DIRECTIVE = re.compile(r"^([ \t]*)\.\.[ \t]+([\w:.+-]+)::(?:[ \t]+(.*))?$")

@@ -15,7 +15,7 @@ import io
 from typing import Iterable, Iterator
 
 from ..sections import Section
-from .text import decode_text
+from .encoding import decode_text
 
 ROW_GROUP_CHARS = 600  # about 150 word pieces: a group is rarely cut again by the chunker
 ROW_GROUP_MAX = 50  # rows, however short
