@@ -467,6 +467,13 @@ def test_another_users_index_answers(copy):
         subprocess.run(["chmod", "-R", "a+rX", str(cache)], check=True)
         env = {**os.environ, "HOME": str(home), "KB_CACHE_DIR": str(cache),
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # kb itself must be runnable by that user: a checkout (and its .venv) inside a
+        # private folder (mktemp -d makes 0700 ones) is not, whatever kb does. That is
+        # where the code lives, not a missing facility: skip, naming it, even under CI.
+        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(KB), "--version"],
+                               capture_output=True, text=True, timeout=120, env=env, cwd=str(home))
+        if probe.returncode != 0 and "Permission denied" in probe.stderr:
+            pytest.skip(f"another user cannot run kb from this checkout ({KB}): {probe.stderr.strip()[-120:]}")
         files = listing(index_dir)
         for mode in ("lexical", "hybrid"):
             done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(KB), "ask",
