@@ -145,6 +145,9 @@ def test_typing_while_the_page_loads_is_kept(page, server):
     held = []
     page.route("**/info", lambda route: held.append(route))
     page.goto(server.url)
+    # Chromium applies `autofocus` at its next rendering step, which can fall after the
+    # load event goto waits for: wait for the focus (the claim under test), then type.
+    expect(page.locator("#q")).to_be_focused()
     page.keyboard.type("When is the first strike?")
     assert held  # /info has not answered yet
     held[0].continue_()
