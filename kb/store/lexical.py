@@ -44,7 +44,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 import weakref
 from functools import lru_cache
@@ -151,6 +150,8 @@ class LexicalIndex:
 
     def _linked(self, path: Path) -> Path:
         """A private folder of symbolic links to path's files (module docstring)."""
+        import tempfile  # only a read-only index needs it: kept off every cold question's imports
+
         linked = Path(tempfile.mkdtemp(prefix="kb-lexical-"))
         weakref.finalize(self, shutil.rmtree, linked, ignore_errors=True)
         for name in os.listdir(path):
