@@ -132,6 +132,8 @@ def test_a_burst_of_200_files_is_coalesced(docs, tmp_path, embedder):
             (docs / "many" / f"note-{i:03d}.md").write_text(f"Note {i}: the burst test wrote this line.\n")
         kb = KnowledgeBase(index_dir, embedder=embedder)
         eventually(lambda: kb.info()["documents"] == 201)
+        # The commit is visible to readers a moment before the watcher counts its update.
+        eventually(lambda: watcher.updates >= 1)
         # One update when the writes come back to back; a loaded machine can pause this
         # process past the quiet window now and then, so a few, but never one per file.
         assert 1 <= watcher.updates <= 10, [len(u.report.added) for u in updates]
