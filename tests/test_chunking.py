@@ -143,3 +143,38 @@ def test_hash_lines_in_fenced_code_are_not_headings(counter):
     assert set(contexts.values()) == {"Setup", "Setup > Use"}
     assert contexts["Ask it."] == "Setup > Use"
     assert any("# not a heading" in text[c.char_start : c.char_end] for c in chunks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab \n.:`", max_size=80), cuts=st.lists(st.integers(0, 80), max_size=8),
+       window=st.tuples(st.integers(0, 80), st.integers(0, 80)))
+def test_markup_free_text_comes_verbatim_from_where_its_runs_say(text, cuts, window):
+    from kb.ingest.chunking import indexed_offset, markup_free, without_markup
+
+    points = sorted({min(c, len(text)) for c in cuts})
+    markup = [(a, b) for a, b in zip(points[::2], points[1::2]) if a < b]
+    start, end = sorted(min(w, len(text)) for w in window)
+    found = markup_free(text, markup, start, end)
+    assert (found and found[0]) == (without_markup(text, markup, start, end) or found and found[0])
+    if found is None:
+        return
+    clean, runs = found
+    # The reference: drop the markup, fold blank lines, strip (what is embedded).
+    kept = [ch for i, ch in enumerate(text[start:end]) if not any(a <= start + i < b for a, b in markup)]
+    assert clean == _fold("".join(kept))
+    if not clean:
+        assert runs == () and indexed_offset(runs, end - start) == 0
+        return
+    assert runs[-1][0] == len(clean)  # the last run marks the end
+    for n, (at, origin) in enumerate(runs[:-1]):
+        stop = runs[n + 1][0]
+        assert clean[at:stop] == text[start + origin:start + origin + stop - at]
+        assert indexed_offset(runs, origin) == at
+    offsets = [indexed_offset(runs, i) for i in range(end - start + 1)]
+    assert offsets == sorted(offsets) and all(0 <= o <= len(clean) for o in offsets)
+
+
+def _fold(text):
+    import re
+
+    return re.sub(r"\n[ \t]*(?:\n[ \t]*)+\n", "\n\n", text).strip()

@@ -185,3 +185,71 @@ def test_a_format_2_index_is_read_and_upgraded(folder, tmp_path, onnx):
     with sqlite3.connect(index_dir / "kb.sqlite") as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
     assert list(stored(index_dir)) == ["ovens.txt"]  # new passages get them; a --rebuild gives them all
+
+
+# -- passages with markup: each sentence's vector pools that sentence's own tokens -----------
+ROLES_RST = """Shell helpers
+=============
+
+.. function:: run_all(commands)
+
+   Run :func:`first`, :func:`second`, :func:`third`, :func:`fourth`, :func:`fifth`,
+   :func:`sixth`, :meth:`Runner.seventh`, :meth:`Runner.eighth` and :class:`Ninth` in order.
+   Bananas ripen faster beside apples in a paper bag.
+   The orchestra tuned to the oboe before the symphony.
+"""
+
+
+def _passages(path):
+    from kb.embed.model import TokenCounter, packaged_model
+    from kb.ingest.documents import _source_file, read_document
+    from kb.ingest.passages import ChunkSettings, make_passages
+
+    document = read_document(_source_file(str(path), []))
+    return make_passages(document, TokenCounter(packaged_model().tokenizer_file), ChunkSettings())
+
+
+def test_a_sentence_is_found_in_what_the_model_reads_when_markup_was_removed(tmp_path):
+    path = tmp_path / "helpers.rst"
+    path.write_text(ROLES_RST, encoding="utf-8")
+    (p,) = [p for p in _passages(path) if "Bananas" in p.text]
+    assert p.indexed is not None and ":func:" not in p.indexed  # the roles' markup is not read
+    for a, b in sentence_spans(p.text):
+        x, y = p.embedded_span(a, b)
+        # What the model read there is the sentence, less its markup (and nothing of another).
+        assert p.embedding_text[x:y] == p.text[a:b].replace(":func:", "").replace(":meth:", "").replace(":class:", "")
+
+
+def test_sentence_vectors_of_a_passage_with_markup_are_its_sentences(tmp_path, onnx):
+    """Before: spans into the text were applied to the text less its markup, so after the
+    roles each vector pooled tokens of the next sentence. Each stored vector must be
+    nearest the same sentence embedded alone."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "helpers.rst").write_text(ROLES_RST, encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "index", embedder=onnx)
+    kb.index([docs])
+    with sqlite3.connect(tmp_path / "index" / "kb.sqlite") as conn:
+        ((text, data),) = conn.execute("SELECT p.text, s.data FROM passages p JOIN sentences s ON s.key = p.vector_key"
+                                       " WHERE p.indexed IS NOT NULL AND p.text LIKE '%Bananas%'").fetchall()
+    spans, vectors = unpack(data)
+    alone = onnx.embed([text[a:b] for a, b in spans.tolist()])
+    similarity = vectors @ alone.T
+    assert len(spans) == 3 and similarity.argmax(axis=1).tolist() == [0, 1, 2]
+
+
+def test_a_passage_with_markup_has_a_key_of_its_own(tmp_path):
+    """Indexes from before the alignment hold misaligned sentence vectors for exactly the
+    passages with markup: their keys differ from what that run stored, so the next run
+    re-embeds them, and only them."""
+    from kb.ingest.prepare import keys_for
+    from kb.store.database import vector_key
+
+    path, plain = tmp_path / "helpers.rst", tmp_path / "plain.txt"
+    path.write_text(ROLES_RST, encoding="utf-8")
+    plain.write_text("A plain note. It has no markup at all.", encoding="utf-8")
+    passages = _passages(path) + _passages(plain)
+    keys = keys_for(passages, "model")
+    before = [vector_key("model\0" + p.embedding_text) for p in passages]
+    assert [k != b for k, b in zip(keys, before)] == [p.indexed is not None for p in passages]
+    assert any(p.indexed is not None for p in passages) and any(p.indexed is None for p in passages)

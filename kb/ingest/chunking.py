@@ -229,20 +229,77 @@ def _sections(text: str, markdown: bool):
 def without_markup(text: str, markup: Sequence[tuple[int, int]], start: int, end: int) -> str | None:
     """text[start:end] without the markup spans in it (None when it has none): what is
     embedded and BM25-indexed. Blank lines left behind are folded."""
+    found = markup_free(text, markup, start, end)
+    return None if found is None else found[0]
+
+
+def markup_free(text: str, markup: Sequence[tuple[int, int]], start: int, end: int
+                ) -> tuple[str, tuple[tuple[int, int], ...]] | None:
+    """As without_markup, with where each character of the clean text came from: runs of
+    (offset in the clean text, offset in text[start:end]), each starting a stretch copied
+    verbatim, the last (empty) where the clean text ends. A sentence of the text is then found in what the model reads (indexed_offset),
+    so its vector pools the model's tokens of that sentence, not of the text beside it."""
     if not markup:
         return None
-    kept, pos = [], start
+    pieces, pos = [], start  # (offset in text, kept string)
     for s, e in markup[max(0, bisect_right(markup, (start, start)) - 1):]:
         if s >= end:
             break
         if e <= pos:
             continue
-        kept.append(text[pos:max(s, pos)])
+        pieces.append((pos, text[pos:max(s, pos)]))
         pos = min(e, end)
     if pos == start:
         return None
-    kept.append(text[pos:end])
-    return _BLANK_LINES.sub("\n\n", "".join(kept)).strip()
+    pieces.append((pos, text[pos:end]))
+    joined = "".join(piece for _, piece in pieces)
+    # Where each piece starts in the joined string, and in the text.
+    starts, origins, at = [], [], 0
+    for origin, piece in pieces:
+        if piece:
+            starts.append(at)
+            origins.append(origin - start)
+            at += len(piece)
+    # Kept stretches of the joined string: a run of blank lines keeps its first and last
+    # newline (as _BLANK_LINES.sub("\n\n") does), then the whole is stripped.
+    kept, at = [], 0
+    for m in _BLANK_LINES.finditer(joined):
+        kept.append((at, m.start() + 1))
+        at = m.end() - 1
+    kept.append((at, len(joined)))
+    clean = "".join(joined[a:b] for a, b in kept)
+    lead, trail = len(clean) - len(clean.lstrip()), len(clean) - len(clean.rstrip())
+    runs, out = [], 0
+    for a, b in kept:
+        for n, piece_start in enumerate(starts):  # split the stretch where pieces meet
+            piece_end = starts[n + 1] if n + 1 < len(starts) else len(joined)
+            x, y = max(a, piece_start), min(b, piece_end)
+            if x < y:
+                runs.append((out, origins[n] + x - piece_start, y - x))
+                out += y - x
+    # Strip: drop `lead` characters from the front and `trail` from the back.
+    total = out
+    trimmed = []
+    for c, o, n in runs:
+        x, y = max(c, lead), min(c + n, total - trail)
+        if x < y:
+            trimmed.append((x - lead, o + x - c))
+            after = (y - lead, o + y - c)
+    clean = clean.strip()
+    # A last run, empty, where the clean text ends: offsets past it map to its end.
+    return clean, tuple(trimmed) + (after,) if trimmed else ()
+
+
+def indexed_offset(runs: Sequence[tuple[int, int]], offset: int) -> int:
+    """The offset in the clean text (markup_free) of the character at `offset` of the
+    original: the clean text's position where it is, or would be had it been kept."""
+    n = bisect_right([origin for _, origin in runs], offset) - 1
+    if n < 0:
+        return 0
+    clean, origin = runs[n]
+    if n + 1 == len(runs):  # at or past the end
+        return clean
+    return min(clean + offset - origin, runs[n + 1][0])
 
 
 def _indexed(text, markup, start, end) -> str:

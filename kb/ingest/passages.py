@@ -13,7 +13,7 @@ import re
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
-from .chunking import chunk_text, without_markup
+from .chunking import chunk_text, indexed_offset, markup_free
 from .documents import Document
 from ..embed.model import TokenCounter
 from .sections import Section
@@ -53,6 +53,9 @@ class Passage:
     record: str | None = None
     location: str | None = None  # the section's label: "slide 3", "rows 2-41" (kb.ingest.sections)
     indexed: str | None = None  # text without its markup; None: the text itself
+    # Where indexed's characters come from in text (kb.ingest.chunking.markup_free): not
+    # stored, only read while the passage is embedded, to pool each sentence's own tokens.
+    indexed_runs: tuple[tuple[int, int], ...] = ()
 
     @property
     def indexed_text(self) -> str:
@@ -61,6 +64,13 @@ class Passage:
     @property
     def embedding_text(self) -> str:
         return f"{self.context}\n{self.indexed_text}" if self.context else self.indexed_text
+
+    def embedded_span(self, start: int, end: int) -> tuple[int, int]:
+        """Where text[start:end] lies in embedding_text (a sentence, for its vector)."""
+        if self.indexed is not None:
+            start, end = indexed_offset(self.indexed_runs, start), indexed_offset(self.indexed_runs, end)
+        shift = len(self.context) + 1 if self.context else 0
+        return start + shift, end + shift
 
 
 def make_passages(document: Document, counter: TokenCounter, settings: ChunkSettings) -> list[Passage]:
@@ -83,8 +93,10 @@ def section_passages(section: Section, counter: TokenCounter, settings: ChunkSet
     # A JSONL record's text may hold newlines, but the record is one line of the file.
     newlines = [] if section.single_line else [m.start() for m in _NEWLINE.finditer(text)]
     first = section.first_line
-    return [
-        Passage(
+    passages = []
+    for c in chunks:
+        clean = markup_free(text, section.markup, c.char_start, c.char_end)
+        passages.append(Passage(
             text=text[c.char_start : c.char_end],
             context=c.context,
             char_start=c.char_start,
@@ -94,8 +106,8 @@ def section_passages(section: Section, counter: TokenCounter, settings: ChunkSet
             page=section.page,
             record=section.record,
             location=section.location,
-            indexed=without_markup(text, section.markup, c.char_start, c.char_end),
-        )
-        for c in chunks
-    ]
+            indexed=None if clean is None else clean[0],
+            indexed_runs=() if clean is None else clean[1],
+        ))
+    return passages
 

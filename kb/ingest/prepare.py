@@ -79,10 +79,18 @@ class Executor(Protocol):
                 known: Known) -> Iterator[Item]: ...
 
 
+# Marks the key of a passage with markup: before this mark, such a passage's sentence
+# vectors pooled tokens at offsets into its text rather than into what the model read
+# (the text less its markup), so they drifted off their sentences. A key of their own
+# makes the next run re-embed those passages, and only those.
+ALIGNED_SENTENCES = "\0sentences aligned"
+
+
 def keys_for(passages: Sequence[Passage], model_id: str) -> list[bytes]:
     """Vector keys: the model's identity and exactly the text it reads."""
     prefix = model_id + "\0"
-    return [vector_key(prefix + p.embedding_text) for p in passages]
+    return [vector_key(prefix + p.embedding_text + (ALIGNED_SENTENCES if p.indexed is not None else ""))
+            for p in passages]
 
 
 def embed_passages(embedder, passages: Sequence[Passage]) -> tuple[np.ndarray, list[bytes | None]]:
@@ -95,10 +103,9 @@ def embed_passages(embedder, passages: Sequence[Passage]) -> tuple[np.ndarray, l
     if pool is None:
         return embedder.embed(texts), [None] * len(texts)
     spans = [s if len(s := sentence_spans(p.text)) > 1 else [] for p in passages]
-    # The model reads the context (headings) first, then a newline, then the text.
-    shifted = [[(a + len(p.context) + 1, b + len(p.context) + 1) for a, b in s] if p.context else s
-               for p, s in zip(passages, spans)]
-    vectors, sentences = pool(texts, shifted)
+    # Spans are stored as offsets into the text (the highlight marks them there); the
+    # model read the headings, a newline, then the text without its markup.
+    vectors, sentences = pool(texts, [[p.embedded_span(a, b) for a, b in s] for p, s in zip(passages, spans)])
     return vectors, [pack(s, v) if s else None for s, v in zip(spans, sentences)]
 
 
