@@ -505,3 +505,24 @@ def test_server_and_mcp_report_damage_and_io_as_the_cli_does(copy):
         assert "damaged" in response.json()["error"] and "run `kb index`" in response.json()["error"]
     with pytest.raises(ToolError, match="damaged"):
         KbMcpServer(index_dir).search(QUESTION)
+
+
+def test_the_server_answers_an_io_condition_with_503_and_when_to_retry(copy, monkeypatch):
+    """Too many open files (or a full disk, an I/O error) is the server's state, not damage
+    and not the request's fault: 503 and Retry-After, the CLI's exit code 8 and its line."""
+    from starlette.testclient import TestClient
+
+    from kb.serve.server import create_app
+
+    _, index_dir = copy()
+
+    def out_of_files(self, *args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    # (Starlette hands an exception that only the catch-all handler answers on to the
+    # test client as well: the response is what a real client gets.)
+    with TestClient(create_app(index_dir, workers=1), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(KnowledgeBase, "ask_many", out_of_files)
+        response = client.get("/ask", params={"q": QUESTION})
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert response.json()["exit_code"] == 8 and "too many open files" in response.json()["error"]

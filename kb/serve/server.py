@@ -64,7 +64,9 @@ MAX_BODY_BYTES = 1 << 20
 MAX_CONTEXT_LINES = 200
 
 # Exit code -> HTTP status. No results (1) is not an error on the web: 200 with "results": [].
-STATUS = {2: 400, 3: 503, 4: 503, 5: 500, 6: 503, EXIT_IO_ERROR: 500}
+# An I/O condition (8: disk full, too many open files, an I/O error) is the server's state,
+# not the request's and not damage: 503, as for a busy index, so clients retry.
+STATUS = {2: 400, 3: 503, 4: 503, 5: 500, 6: 503, EXIT_IO_ERROR: 503}
 PUBLIC_PATHS = ("/", "/health", "/favicon.ico")  # no index data: reachable without a token
 ASK_PARAMS = ("q", "k", "mode", "min_score", "path", "mmr", "highlight")
 SOURCE_PARAMS = ("source", "line_start", "line_end", "page", "record", "context")
@@ -318,7 +320,8 @@ def error_response(status: int, message: str, exit_code: int, headers: Mapping[s
 async def _kb_error(request: Request, e: Exception) -> Response:
     assert isinstance(e, KbError)
     status = 404 if isinstance(e, NotIndexed) else STATUS.get(e.exit_code, 500)
-    return error_response(status, str(e), e.exit_code, {"Retry-After": "5"} if e.exit_code == 6 else None)
+    return error_response(status, str(e), e.exit_code,
+                          {"Retry-After": "5"} if e.exit_code in (6, EXIT_IO_ERROR) else None)
 
 
 async def _http_error(request: Request, e: Exception) -> Response:
