@@ -1,32 +1,36 @@
 """Ranking and highlighting alternatives, scored offline on every development set at once.
 
-    .venv/bin/python bench/ranking_probe.py [--part scores|selector ...] [--scifact DIR]
-        [--xquad DIR] [--docs-work DIR] [--docs-index DIR]
+    .venv/bin/python bench/ranking_probe.py [--part scores|selector|latency ...] [--scifact DIR]
+        [--xquad DIR] [--docs-work DIR] [--docs-index DIR] [--index DIR]
 
 Reads each index once (question vectors, both retrievers' top candidates, every
 candidate's dense cosine, normalised BM25 and best-sentence cosine), then scores
 alternatives without asking kb again, so dozens of variants cost seconds:
 
-scores    hybrid-score variants against kb's (0.425 dense + 0.425 BM25 + 0.15 best
-          sentence): the sentence share, three-way splits keeping BM25 at half, the
-          sentence as a bonus over the passage cosine, dense pseudo-relevance feedback
-          (the question vector moved toward its top m candidates' vectors), and a file's
-          best passage lifting its others. On SciFact **train** (nDCG@10; test is the
-          check), XQuAD (hit@1 by qrels), the shipped article (the needle in hit 1, 36
-          questions) and the development documentation (entry hit@1 / hit@5 / MRR@5,
-          bench/docs_questions.jsonl; merging of overlapping hits is left out, which
-          changes none of these figures for kb's own score).
+scores    hybrid-score variants against kb's (0.95 x (0.425 dense + 0.425 BM25 + 0.15
+          best sentence) + 0.05 term proximity; the other variants change the score
+          before proximity): proximity's share, the sentence share, three-way splits
+          keeping BM25 at half, the sentence as a bonus over the passage cosine, dense
+          pseudo-relevance feedback (the question vector moved toward its top m
+          candidates' vectors), and a file's best passage lifting its others. On
+          SciFact **train** (nDCG@10; test is the check), XQuAD (hit@1 by qrels), the
+          shipped article (the needle in hit 1, 36 questions) and the development
+          documentation (entry hit@1 / hit@5 / MRR@5, bench/docs_questions.jsonl;
+          merging of overlapping hits is left out, which changes none of these figures
+          for kb's own score).
 selector  the best sentence picked by a logistic model over 20 features per sentence
           (the cosines, the word matches, their gaps to the passage's best, the
           neighbours', position, length, answer-type cues: a number for "how many",
           a name for "who", ...), fitted on XQuAD and cross-validated by Wikipedia
           article (6 folds), against kb's 0.45 x cosine + 0.55 x soft word match; the
           fitted model is then read on the article's 35 questions.
+latency   warm hybrid ms per question on --index (e.g. bench/scale.py's), with term
+          proximity and without, interleaved in one process.
 
 Indexes: SciFact and XQuAD as `kb eval` builds them (--scifact/--xquad; --scifact-cache/
---xquad-cache: the cache folders, default kb's eval cache); the documentation index as bench/docs_quality.py builds it (--docs-work:
-its --work folder holding docs/; --docs-index: the index to read, default
-DOCS_WORK/index-after). The article is indexed into a temporary folder.
+--xquad-cache: the cache folders, default kb's eval cache); the documentation index as
+bench/docs_quality.py builds it (--docs-work: its --work folder holding docs/;
+--docs-index: the index to read, default DOCS_WORK/index-after). The article is indexed into a temporary folder.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ from kb import KnowledgeBase  # noqa: E402
 from kb.evaluate import build_index, default_cache, load_dataset  # noqa: E402
 from kb.query.highlight import WordPieces, _Query  # noqa: E402
 from kb.store import sentence_vectors  # noqa: E402
+from kb.query.proximity import pairs, proximity  # noqa: E402
+from kb.query.search import PROXIMITY_DEPTH  # noqa: E402
 from kb.store.lexical import query_terms  # noqa: E402
+from kb.store.lexical import terms as passage_terms  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -77,8 +84,16 @@ def candidates(kb: KnowledgeBase, questions: list[str], pool: int) -> list[dict]
             if i in stored:
                 _, scales, rows_ = sentence_vectors.read(stored[i])
                 best[n] = float(((rows_.astype(np.float32) @ qv) * scales).max())
-        rows.append({"ids": found, "dense": dense, "best": best, "vectors": v,
-                     "lex": np.array([raw.get(i, 0.0) / ceiling if ceiling > 0 else 0.0 for i in found])})
+        row = {"ids": found, "dense": dense, "best": best, "vectors": v,
+               "lex": np.array([raw.get(i, 0.0) / ceiling if ceiling > 0 else 0.0 for i in found])}
+        # Term proximity for the best candidates before it, as kb.query.search scores it.
+        row["near"] = np.zeros(len(found))
+        if pairs(terms):
+            top = np.argsort(-BEFORE_PROXIMITY(row), kind="stable")[:PROXIMITY_DEPTH]
+            texts = store.lexical_texts([found[n] for n in top])
+            for n in top:
+                row["near"][n] = proximity(terms, passage_terms(texts[found[n]]), lexical.idf)
+        rows.append(row)
     return rows
 
 
@@ -173,7 +188,15 @@ def split(dense: float, sentence: float, lexical: float):
     return lambda r: dense * r["dense"] + sentence * r["best"] + lexical * r["lex"]
 
 
-KB = split(0.425, 0.15, 0.425)
+BEFORE_PROXIMITY = split(0.425, 0.15, 0.425)
+
+
+def with_proximity(share: float, base=BEFORE_PROXIMITY):
+    """(1 - share) x the score + share x term proximity (kb.query.proximity)."""
+    return lambda r: (1 - share) * base(r) + share * r["near"]
+
+
+KB = with_proximity(0.05)
 
 
 def bonus(share: float):
@@ -184,7 +207,7 @@ def bonus(share: float):
 def feedback(beta: float, m: int):
     """Dense pseudo-relevance feedback: cosine with the question moved toward its top m."""
     def score(r):
-        top = np.argsort(-KB(r))[:m]
+        top = np.argsort(-BEFORE_PROXIMITY(r))[:m]
         centre = r["vectors"][top].mean(axis=0)
         moved = (r["dense"] + beta * (r["vectors"] @ centre)) / (1 + beta)
         return 0.425 * moved + 0.15 * r["best"] + 0.425 * r["lex"]
@@ -194,7 +217,7 @@ def feedback(beta: float, m: int):
 def file_lift(share: float):
     """A passage gains share x the best score among its file's candidates (documents only)."""
     def score(r):
-        s = KB(r)
+        s = BEFORE_PROXIMITY(r)
         if "document" not in r:
             return s
         best = {d: s[r["document"] == d].max() for d in set(r["document"].tolist())}
@@ -203,7 +226,9 @@ def file_lift(share: float):
 
 
 VARIANTS = [
-    ("kb: 0.425 dense + 0.15 sentence + 0.425 BM25", KB),
+    ("kb: 0.95 x (0.425 dense + 0.15 sentence + 0.425 BM25) + 0.05 proximity", KB),
+    ("before proximity: 0.425 dense + 0.15 sentence + 0.425 BM25", BEFORE_PROXIMITY),
+    ("proximity 0.1", with_proximity(0.1)),
     ("no sentence: 0.5 dense + 0.5 BM25", split(0.5, 0.0, 0.5)),
     ("sentence share 0.25 (of 0.85/0.15 form)", split(0.375, 0.25, 0.375)),
     ("BM25 half: 0.35 dense + 0.15 sentence", split(0.35, 0.15, 0.5)),
@@ -356,19 +381,46 @@ def part_selector(args) -> None:
               f"fitted on all of XQuAD, on the article {on_article:.4f}")
 
 
+def part_latency(args) -> None:
+    """Warm hybrid ms per question (p50, p95) with term proximity and without (weight 0),
+    interleaved question by question in one process, who goes first alternating."""
+    import statistics
+    import time
+
+    from scale import QUESTIONS
+
+    if not args.index:
+        raise SystemExit("--part latency needs --index (e.g. a bench/scale.py index)")
+    kb = KnowledgeBase(args.index)
+    kb.ask(QUESTIONS[0], k=5)
+    times: dict[float, list[float]] = {0.05: [], 0.0: []}
+    for repeat in range(args.repeats):
+        for n, question in enumerate(QUESTIONS):
+            for weight in (list(times) if (n + repeat) % 2 else list(times)[::-1]):
+                started = time.perf_counter()
+                kb.ask(question, k=5, proximity_weight=weight)
+                times[weight].append(1000 * (time.perf_counter() - started))
+    print(f"{kb.info()['passages']} passages, {len(QUESTIONS)} questions x {args.repeats}")
+    for weight, t in times.items():
+        print(f"proximity weight {weight}: warm hybrid ms p50 {statistics.median(t):.2f}, "
+              f"p95 {sorted(t)[int(0.95 * len(t))]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", action="append", choices=["scores", "selector"])
+    parser.add_argument("--part", action="append", choices=["scores", "selector", "latency"])
     parser.add_argument("--scifact", default=str(SHARED / "scifact"))
     parser.add_argument("--xquad", default=str(SHARED / "xquad-en"))
     parser.add_argument("--scifact-cache", help="kb eval's cache folder for SciFact (default: kb's eval cache)")
     parser.add_argument("--xquad-cache", help="kb eval's cache folder for XQuAD (default: kb's eval cache)")
     parser.add_argument("--docs-work", help="bench/docs_quality.py's --work folder (holds docs/)")
     parser.add_argument("--docs-index", help="the documentation index to read (default: DOCS_WORK/index-after)")
+    parser.add_argument("--index", help="--part latency: the index to time (e.g. bench/scale.py's)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(machine.line(), flush=True)
     for part in args.part or ["scores", "selector"]:
-        {"scores": part_scores, "selector": part_selector}[part](args)
+        {"scores": part_scores, "selector": part_selector, "latency": part_latency}[part](args)
 
 
 if __name__ == "__main__":

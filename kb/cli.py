@@ -241,9 +241,10 @@ def ask(ctx, question, k, index_dir, as_json, mode, min_score, paths, mmr, no_hi
     Each hit shows its rank, score and citation as source:first-last line, with the
     sentence that best answers the question highlighted. Hybrid scores (the default)
     are 0.85 x (0.5 x cosine similarity + 0.5 x BM25 as a share of its maximum for the
-    question) + 0.15 x the cosine of the passage's best-matching sentence: the same
-    scale for every question, so one --min-score fits all (off-topic questions rarely
-    score above 0.3; answerable ones mostly 0.35-0.7).
+    question) + 0.15 x the cosine of the passage's best-matching sentence, with 0.05
+    of the whole for the question's word pairs found near each other: the same scale
+    for every question, so one --min-score fits all (off-topic questions rarely score
+    above 0.3; answerable ones mostly 0.35-0.7).
     Overlapping passages of a file are merged.
     Give QUESTION as `-` to answer one question per line of stdin, each as soon as it
     arrives (`tail -f questions | kb ask - --json` works). With --server, a running

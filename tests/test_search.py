@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from kb import KnowledgeBase
 from kb.cli import cli
-from kb.query.search import DEFAULT_WEIGHT, SENTENCE_WEIGHT, merge_overlaps
+from kb.query.search import DEFAULT_WEIGHT, PROXIMITY_WEIGHT, SENTENCE_WEIGHT, merge_overlaps
 
 from .conftest import ROOT
 
@@ -86,8 +86,10 @@ def test_best_sentence_is_inside_the_passage_and_answers(article_kb):
 
 def test_score_parts_explain_the_hybrid_score(article_kb):
     for hit in article_kb.ask("Who does the union now want to mediate?", k=5):
-        assert hit.score == pytest.approx((1 - SENTENCE_WEIGHT) * hit.fused + SENTENCE_WEIGHT * hit.sentence_score,
-                                          abs=2e-6)
+        assert hit.score == pytest.approx(
+            (1 - PROXIMITY_WEIGHT) * ((1 - SENTENCE_WEIGHT) * hit.fused + SENTENCE_WEIGHT * hit.sentence_score)
+            + PROXIMITY_WEIGHT * hit.proximity, abs=2e-6)
+        assert 0 <= hit.proximity <= 1
         assert hit.fused == pytest.approx(DEFAULT_WEIGHT * hit.dense + (1 - DEFAULT_WEIGHT) * hit.lexical, abs=2e-6)
         assert 0 <= hit.lexical < 1 and -1 <= hit.sentence_score <= 1
     dense = article_kb.ask("Who does the union now want to mediate?", k=3, mode="dense")

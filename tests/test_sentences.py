@@ -11,7 +11,7 @@ import pytest
 
 from kb import KnowledgeBase
 from kb.ingest.chunking import sentence_spans
-from kb.query.search import SENTENCE_WEIGHT
+from kb.query.search import PROXIMITY_WEIGHT, SENTENCE_WEIGHT
 from kb.store.sentence_vectors import pack, unpack
 
 from .test_search import QUESTIONS
@@ -121,7 +121,8 @@ def test_the_model_runs_once_per_question_batch_and_never_per_sentence(article_i
     for hits in results:
         for h in hits:
             assert h.sentence_score is not None and h.char_start <= h.sentence_start < h.sentence_end <= h.char_end
-            assert h.score == pytest.approx((1 - SENTENCE_WEIGHT) * h.fused + SENTENCE_WEIGHT * h.sentence_score,
+            assert h.score == pytest.approx((1 - PROXIMITY_WEIGHT) * ((1 - SENTENCE_WEIGHT) * h.fused
+                                            + SENTENCE_WEIGHT * h.sentence_score) + PROXIMITY_WEIGHT * h.proximity,
                                             abs=2e-6)
     counting.calls.clear()
     kb.ask(questions[0], k=3)
@@ -238,18 +239,34 @@ def test_sentence_vectors_of_a_passage_with_markup_are_its_sentences(tmp_path, o
     assert len(spans) == 3 and similarity.argmax(axis=1).tolist() == [0, 1, 2]
 
 
-def test_a_passage_with_markup_has_a_key_of_its_own(tmp_path):
-    """Indexes from before the alignment hold misaligned sentence vectors for exactly the
-    passages with markup: their keys differ from what that run stored, so the next run
-    re-embeds them, and only them."""
-    from kb.ingest.prepare import keys_for
+def test_an_index_from_before_the_alignment_embeds_again_only_its_passages_with_markup(tmp_path, onnx):
+    """An index built before held misaligned sentence vectors for exactly the passages with
+    markup: its next `kb index` re-reads every file (the reading's version changed) and
+    embeds those passages again, under keys of their own; every other vector is reused."""
+    from kb.embed.model import packaged_model
     from kb.store.database import vector_key
 
-    path, plain = tmp_path / "helpers.rst", tmp_path / "plain.txt"
-    path.write_text(ROLES_RST, encoding="utf-8")
-    plain.write_text("A plain note. It has no markup at all.", encoding="utf-8")
-    passages = _passages(path) + _passages(plain)
-    keys = keys_for(passages, "model")
-    before = [vector_key("model\0" + p.embedding_text) for p in passages]
-    assert [k != b for k, b in zip(keys, before)] == [p.indexed is not None for p in passages]
-    assert any(p.indexed is not None for p in passages) and any(p.indexed is None for p in passages)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "helpers.rst").write_text(ROLES_RST, encoding="utf-8")
+    (docs / "plain.txt").write_text("A plain note. It has no markup at all.", encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "index", embedder=onnx)
+    first = kb.index([docs])
+    # Make it an index of before: the reading's old version, and the passages with markup
+    # under the key that reading gave them (the model's id and the text it read, nothing more).
+    with sqlite3.connect(tmp_path / "index" / "kb.sqlite") as conn:
+        rows = conn.execute("SELECT id, context, COALESCE(indexed, text), vector_key, indexed IS NOT NULL"
+                            " FROM passages").fetchall()
+        marked = 0
+        for pid, context, text, key, has_markup in rows:
+            if has_markup:
+                marked += 1
+                old = vector_key(packaged_model().vector_id + "\0" + (f"{context}\n{text}" if context else text))
+                for table, column in (("embeddings", "key"), ("sentences", "key")):
+                    conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (old, key))
+                conn.execute("UPDATE passages SET vector_key = ? WHERE id = ?", (old, pid))
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'reading'")
+    assert 0 < marked < first.passages
+    again = kb.index([docs])
+    assert again.passages == first.passages and again.passages_embedded == marked
+    assert kb.index([docs]).passages_embedded == 0  # and then it is settled

@@ -32,7 +32,10 @@ STREAMED_MAX_FILE_SIZE = 2 * 1024 * 1024 * 1024
 # How files are read into sections: recorded in the index, whose next `kb index` re-reads
 # every file when it changes (vectors of unchanged passages are reused, by content).
 # Bump it when a reader starts making different sections, outlines or markup.
-READING = 2
+# 3: passages with markup pool their sentence vectors from their own sentences' tokens
+# (kb.ingest.chunking.markup_free); re-reading gives them new vector keys, so they alone
+# are embedded again.
+READING = 3
 # gitignore-syntax files honoured in every walked folder (and the folders below it).
 IGNORE_FILES = (".gitignore", ".kbignore")
 

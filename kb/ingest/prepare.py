@@ -81,8 +81,9 @@ class Executor(Protocol):
 
 # Marks the key of a passage with markup: before this mark, such a passage's sentence
 # vectors pooled tokens at offsets into its text rather than into what the model read
-# (the text less its markup), so they drifted off their sentences. A key of their own
-# makes the next run re-embed those passages, and only those.
+# (the text less its markup), so they drifted off their sentences. A key of their own,
+# with the reading's version bumped (kb.ingest.documents.READING: every file is read
+# again), makes the next run re-embed those passages, and only those.
 ALIGNED_SENTENCES = "\0sentences aligned"
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 @dataclass(frozen=True)
 class Hit:
     rank: int
-    score: float  # what ranked it: hybrid mode, 0.85 x fused + 0.15 x sentence_score; else `dense` or `lexical` (kb.query.search)
+    score: float  # what ranked it: hybrid, 0.95 x (0.85 x fused + 0.15 x sentence_score) + 0.05 x proximity; else `dense` or `lexical` (kb.query.search)
     text: str
     source: str  # path as given to `kb index` (relative to where it ran), or absolute
     line_start: int
@@ -29,6 +29,7 @@ class Hit:
     # "sheet Budget, rows 2-41", "message 4", "OCR" (text read from an image).
     location: str | None = None
     sentence_score: float | None = None  # cosine of the question with the passage's best-matching sentence
+    proximity: float | None = None  # hybrid: share of the question's neighbouring term pairs near each other here
 
     @property
     def sentence(self) -> str:

@@ -7,14 +7,17 @@
 Scores (Hit.score is the one the mode ranks by):
 - dense: cosine similarity of question and passage embeddings, in [-1, 1];
 - lexical: BM25 divided by the most the question's terms allow (kb.store.lexical), in [0, 1);
-- hybrid (default): 0.85 x fused + 0.15 x sentence, where fused = weight * dense +
-  (1 - weight) * lexical, and sentence is the cosine of the question with the passage's
-  best-matching sentence (its sentence vectors were pooled from the model's token vectors
-  at index time, kb.store.sentence_vectors; a passage of one sentence, or one stored
-  without them, counts its dense cosine). Every part is absolute, not rescaled per
-  question, so a score means the same thing for every question and --min-score is one
-  threshold for all. Each part is computed exactly for every candidate, including those
-  only one retriever found. (rrf and minmax fusions rank by the fused value alone.)
+- hybrid (default): 0.95 x (0.85 x fused + 0.15 x sentence) + 0.05 x proximity, where
+  fused = weight * dense + (1 - weight) * lexical; sentence is the cosine of the question
+  with the passage's best-matching sentence (its sentence vectors were pooled from the
+  model's token vectors at index time, kb.store.sentence_vectors; a passage of one
+  sentence, or one stored without them, counts its dense cosine); proximity is the share
+  of the question's neighbouring term pairs found near each other (kb.query.proximity),
+  scored for the PROXIMITY_DEPTH best candidates (0 for the rest, which it could not lift
+  past them). Every part is absolute, not rescaled per question, so a score means the
+  same thing for every question and --min-score is one threshold for all. Dense, lexical
+  and sentence are computed exactly for every candidate, including those only one
+  retriever found. (rrf and minmax fusions rank by the fused value alone.)
 Path filters restrict both retrievers before their top-k, so k hits still come back.
 """
 
@@ -33,7 +36,9 @@ from ..store.background import alongside
 from ..errors import BadInput, CorruptIndex
 from .highlight import Sentences, best_sentences
 from .hits import Hit
+from .proximity import pairs, proximity
 from ..store.lexical import LexicalIndex, query_terms
+from ..store.lexical import terms as passage_terms
 from ..store.database import PassageSpan, Store, StoredDocument
 from ..store import sentence_vectors
 from ..store.vector_index import VectorIndex
@@ -46,7 +51,9 @@ COSINE_RANGE = (-1.01, 1.01)
 BM25_SHARE_RANGE = (0.0, 1.1)  # [0, 1) by construction (kb.store.lexical); a margin for tantivy's own idf
 DEFAULT_FUSION = "convex"
 DEFAULT_WEIGHT = 0.5  # share of the dense part in convex fusion
-SENTENCE_WEIGHT = 0.15  # share of the best sentence's cosine in a hybrid score (notes/sentences.md)
+SENTENCE_WEIGHT = 0.15  # share of the best sentence's cosine in a hybrid score (docs/benchmarks.md)
+PROXIMITY_WEIGHT = 0.05  # share of term proximity in a hybrid score (kb.query.proximity)
+PROXIMITY_DEPTH = 20  # the best candidates of a question it is scored for (40 ranked the same)
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 Freshness = Callable[[StoredDocument], str]  # -> "fresh" | "stale" | "gone"
@@ -60,6 +67,7 @@ class SearchOptions:
     fusion: str = DEFAULT_FUSION
     weight: float = DEFAULT_WEIGHT
     sentence_weight: float = SENTENCE_WEIGHT  # share of the best sentence's cosine in a hybrid score
+    proximity_weight: float = PROXIMITY_WEIGHT  # share of term proximity in a hybrid score
     min_score: float | None = None  # drop hits scoring below this
     paths: tuple[str, ...] = ()  # globs on the cited or absolute path; any may match
     mmr: float | None = None  # MMR lambda in [0, 1] (1 = relevance only); None = off
@@ -76,6 +84,8 @@ class SearchOptions:
             raise BadInput("the dense weight must be between 0 and 1")
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise BadInput("the sentence weight must be between 0 and 1")
+        if not 0.0 <= self.proximity_weight <= 1.0:
+            raise BadInput("the proximity weight must be between 0 and 1")
         if self.mmr is not None and not 0.0 <= self.mmr <= 1.0:
             raise BadInput("--mmr must be between 0 and 1")
         score = self.min_score
@@ -98,6 +108,7 @@ class _Candidate:
     line_end: int
     parts: tuple[int, ...] = ()  # passage ids merged into this one, in merge order (itself first)
     sentence: float | None = None  # cosine of the question with the passage's best sentence
+    proximity: float | None = None  # share of the question's term pairs near each other (hybrid)
 
 
 def search(
@@ -141,6 +152,8 @@ def search(
     scored = [_score(options, vectors, lexical, terms[n], None if query_vectors is None else query_vectors[n],
                      dense_lists[n], lexical_lists[n], ids[n], rest, sentences and sentences[n])
               for n, rest in enumerate(lexical_rest_done())]
+    if options.mode == "hybrid" and options.fusion == "convex":
+        scored = _with_proximity(store, lexical, terms, scored, options.proximity_weight)
 
     documents = _Documents(store)
     results = [_best(scores, spans, documents, freshness, vectors, k, options) for scores in scored]
@@ -186,9 +199,9 @@ def _best(scores: dict[int, tuple], spans: dict[int, PassageSpan], documents: "_
         p = spans.get(pid)
         if p is None:
             continue
-        _, dense, lex, fused, sentence = scores[pid]
+        _, dense, lex, fused, sentence, near = scores[pid]
         candidates.append(_Candidate(p, score, dense, lex, fused, p.char_start, p.char_end, p.line_start,
-                                     p.line_end, (p.id,), sentence))
+                                     p.line_end, (p.id,), sentence, near))
     if options.merge_overlaps:
         candidates = merge_overlaps(candidates)
     if options.min_score is not None:
@@ -242,9 +255,9 @@ def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_ve
     best = {} if sentences is None else {i: (float(sentences[i].cosines.max()) if i in sentences else dense[i])
                                          for i in ids}
     if options.mode == "dense":
-        return {i: (dense[i], dense[i], lex[i], None, best.get(i)) for i in ids}
+        return {i: (dense[i], dense[i], lex[i], None, best.get(i), None) for i in ids}
     if options.mode == "lexical":
-        return {i: (lex[i], None, lex[i], None, None) for i in ids}
+        return {i: (lex[i], None, lex[i], None, None, None) for i in ids}
     if options.fusion == "rrf":
         fused = fusion.rrf([[i for i, _ in dense_list], [i for i, _ in lexical_list]])
     elif options.fusion == "minmax":
@@ -253,8 +266,24 @@ def _score(options, vectors: VectorIndex, lexical: LexicalIndex, terms, query_ve
         fused = fusion.convex({i: dense[i] for i in ids}, lex, options.weight)
         share = options.sentence_weight
         return {i: ((1 - share) * fused.get(i, 0.0) + share * best[i], dense[i], lex[i],
-                    fused.get(i, 0.0), best[i]) for i in ids}
-    return {i: (fused.get(i, 0.0), dense[i], lex[i], fused.get(i, 0.0), best.get(i)) for i in ids}
+                    fused.get(i, 0.0), best[i], None) for i in ids}
+    return {i: (fused.get(i, 0.0), dense[i], lex[i], fused.get(i, 0.0), best.get(i), None) for i in ids}
+
+
+def _with_proximity(store: Store, lexical: LexicalIndex, terms: list[list[str]], scored: list[dict[int, tuple]],
+                    weight: float) -> list[dict[int, tuple]]:
+    """Each question's scores with term proximity's share: (1 - weight) x score + weight x
+    proximity, proximity read from the terms of its PROXIMITY_DEPTH best candidates (one
+    SQLite read for all questions) and 0 for the rest, which it could not lift past them."""
+    tops = [sorted(scores, key=lambda i: (-scores[i][0], i))[:PROXIMITY_DEPTH] if len(pairs(t)) else []
+            for scores, t in zip(scored, terms)]
+    texts = store.lexical_texts(sorted({i for top in tops for i in top}))
+    out = []
+    for scores, top, question in zip(scored, tops, terms):
+        near = {i: proximity(question, passage_terms(texts[i]), lexical.idf) for i in top if i in texts}
+        out.append({i: ((1 - weight) * s[0] + weight * near.get(i, 0.0), *s[1:5], near.get(i, 0.0))
+                    for i, s in scores.items()})
+    return out
 
 
 def _sentence_cosines(store: Store, ids: list[list[int]], query_vectors: np.ndarray) -> list[dict[int, Sentences]]:
@@ -423,4 +452,5 @@ def _hit(rank: int, c: _Candidate, text: str, document: StoredDocument, context:
     return Hit(rank=rank, score=r(c.score), text=text, source=document.source, line_start=c.line_start,
                line_end=c.line_end, char_start=c.char_start, char_end=c.char_end, context=context,
                passage_id=p.id, stale=stale, page=p.page, record=p.record, location=p.location,
-               dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused), sentence_score=r(c.sentence))
+               dense=r(c.dense), lexical=r(c.lexical), fused=r(c.fused), sentence_score=r(c.sentence),
+               proximity=r(c.proximity))

@@ -39,7 +39,8 @@ from .sources import IndexedFile, document_text, indexed_files
 INSTRUCTIONS = """kb searches a local knowledge base of the user's documents.
 Call `search` with a plain-English question; every hit carries its citation
 (file:first-last line, plus page or record) and a score (hybrid: 0.85 x (0.5 x
-cosine + 0.5 x BM25 share) + 0.15 x best sentence's cosine; answerable questions
+cosine + 0.5 x BM25 share) + 0.15 x best sentence's cosine, 0.05 of it for question
+words found near each other; answerable questions
 mostly score 0.35-0.7, off-topic ones below 0.3). Quote the citation when you use a passage. Indexed files can be read
 as resources."""
 

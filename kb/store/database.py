@@ -566,6 +566,16 @@ class Store:
         return {r[0]: (r[1], r[2]) for r in rows}
 
 
+    def lexical_texts(self, ids: Sequence[int]) -> dict[int, str]:
+        """passage id -> its headings and text as BM25 reads them (passages_after's text)."""
+        if not len(ids):
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT id, context, COALESCE({self._column('passages', 'indexed')}, text)"
+                                 f" FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
+        return {pid: f"{context}\n{text}" if context else text for pid, context, text in rows}
+
+
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
 
