@@ -228,20 +228,21 @@ def _sections(text: str, markdown: bool):
 
 def without_markup(text: str, markup: Sequence[tuple[int, int]], start: int, end: int) -> str | None:
     """text[start:end] without the markup spans in it (None when it has none): what is
-    embedded and BM25-indexed. Blank lines left behind are folded."""
-    found = markup_free(text, markup, start, end)
-    return None if found is None else found[0]
+    embedded and BM25-indexed. Blank lines left behind are folded. (The chunker asks this
+    of every sentence it sizes: it builds no map of where characters came from.)"""
+    pieces = _kept_pieces(text, markup, start, end)
+    if pieces is None:
+        return None
+    return _BLANK_LINES.sub("\n\n", "".join(piece for _, piece in pieces)).strip()
 
 
-def markup_free(text: str, markup: Sequence[tuple[int, int]], start: int, end: int
-                ) -> tuple[str, tuple[tuple[int, int], ...]] | None:
-    """As without_markup, with where each character of the clean text came from: runs of
-    (offset in the clean text, offset in text[start:end]), each starting a stretch copied
-    verbatim, the last (empty) where the clean text ends. A sentence of the text is then found in what the model reads (indexed_offset),
-    so its vector pools the model's tokens of that sentence, not of the text beside it."""
+def _kept_pieces(text: str, markup: Sequence[tuple[int, int]], start: int, end: int
+                 ) -> list[tuple[int, str]] | None:
+    """(offset in text, string) of the stretches of text[start:end] between its markup
+    spans; None when no markup span falls in it."""
     if not markup:
         return None
-    pieces, pos = [], start  # (offset in text, kept string)
+    pieces, pos = [], start
     for s, e in markup[max(0, bisect_right(markup, (start, start)) - 1):]:
         if s >= end:
             break
@@ -252,6 +253,19 @@ def markup_free(text: str, markup: Sequence[tuple[int, int]], start: int, end: i
     if pos == start:
         return None
     pieces.append((pos, text[pos:end]))
+    return pieces
+
+
+def markup_free(text: str, markup: Sequence[tuple[int, int]], start: int, end: int
+                ) -> tuple[str, tuple[tuple[int, int], ...]] | None:
+    """As without_markup, with where each character of the clean text came from: runs of
+    (offset in the clean text, offset in text[start:end]), each starting a stretch copied
+    verbatim, the last (empty) where the clean text ends. A sentence of the text is then
+    found in what the model reads (indexed_offset), so its vector pools the model's tokens
+    of that sentence, not of the text beside it."""
+    pieces = _kept_pieces(text, markup, start, end)
+    if pieces is None:
+        return None
     joined = "".join(piece for _, piece in pieces)
     # Where each piece starts in the joined string, and in the text.
     starts, origins, at = [], [], 0
