@@ -23,6 +23,7 @@ Path filters restrict both retrievers before their top-k, so k hits still come b
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 
@@ -275,12 +276,13 @@ def _with_proximity(store: Store, lexical: LexicalIndex, terms: list[list[str]],
     """Each question's scores with term proximity's share: (1 - weight) x score + weight x
     proximity, proximity read from the terms of its PROXIMITY_DEPTH best candidates (one
     SQLite read for all questions) and 0 for the rest, which it could not lift past them."""
-    tops = [sorted(scores, key=lambda i: (-scores[i][0], i))[:PROXIMITY_DEPTH] if len(pairs(t)) else []
+    tops = [heapq.nsmallest(PROXIMITY_DEPTH, scores, key=lambda i: (-scores[i][0], i)) if pairs(t) else []
             for scores, t in zip(scored, terms)]
-    texts = store.lexical_texts(sorted({i for top in tops for i in top}))
+    # Each passage's terms once, however many of the batch's questions rank it high.
+    read = {i: passage_terms(text) for i, text in store.lexical_texts(sorted({i for top in tops for i in top})).items()}
     out = []
     for scores, top, question in zip(scored, tops, terms):
-        near = {i: proximity(question, passage_terms(texts[i]), lexical.idf) for i in top if i in texts}
+        near = {i: proximity(question, read[i], lexical.idf) for i in top if i in read}
         out.append({i: ((1 - weight) * s[0] + weight * near.get(i, 0.0), *s[1:5], near.get(i, 0.0))
                     for i, s in scores.items()})
     return out

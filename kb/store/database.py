@@ -478,7 +478,7 @@ class Store:
         rows = self.conn.execute("SELECT id, document_id, context, COALESCE(indexed, text) FROM passages"
                                  " WHERE id > ? ORDER BY id", (passage_id,))
         for pid, doc, context, text in rows:
-            yield pid, doc, f"{context}\n{text}" if context else text
+            yield pid, doc, _bm25_text(context, text)
 
     def vector_keys_of(self, document_ids: Sequence[int]) -> list[bytes]:
         keys: list[bytes] = []
@@ -573,7 +573,13 @@ class Store:
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(f"SELECT id, context, COALESCE({self._column('passages', 'indexed')}, text)"
                                  f" FROM passages WHERE id IN ({marks})", [int(i) for i in ids])
-        return {pid: f"{context}\n{text}" if context else text for pid, context, text in rows}
+        return {pid: _bm25_text(context, text) for pid, context, text in rows}
+
+
+def _bm25_text(context: str, text: str) -> str:
+    """What BM25 indexes of a passage (and term proximity reads): headings, then its text
+    less its markup."""
+    return f"{context}\n{text}" if context else text
 
 
 class _Transaction:
